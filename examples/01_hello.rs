@@ -1,0 +1,65 @@
+//! Streams a chat answer from a local model to stdout.
+//!
+//! ```text
+//! cargo run --release --example 01_hello -- [--model PATH] [--threads N] [PROMPT]
+//! ```
+//!
+//! No async runtime is needed: the model runs on its own worker thread, and `futures::executor::block_on`
+//! is enough to drive the stream.
+
+use std::io::Write;
+
+use futures::StreamExt;
+use slm_agents::prelude::*;
+
+const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut model_path = DEFAULT_MODEL.to_owned();
+    let mut threads = None;
+    let mut prompt = "In two sentences, why do small language models suit on-device assistants?".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--model" => model_path = args.next().ok_or("--model needs a path")?,
+            "--threads" => threads = Some(args.next().ok_or("--threads needs a number")?.parse()?),
+            "-h" | "--help" => {
+                eprintln!("usage: 01_hello [--model PATH] [--threads N] [PROMPT]");
+                return Ok(());
+            }
+            _ => prompt = arg,
+        }
+    }
+
+    let mut builder = LlamaModel::builder(&model_path);
+    if let Some(t) = threads {
+        builder = builder.threads(t);
+    }
+    let model = builder.load()?;
+
+    futures::executor::block_on(async {
+        let request = Request::chat([Message::user(prompt)]).with_max_tokens(200);
+        let mut stream = model.stream(request);
+        let mut stdout = std::io::stdout();
+        while let Some(piece) = stream.next().await {
+            write!(stdout, "{}", piece?)?;
+            stdout.flush()?;
+        }
+        writeln!(stdout)?;
+        if let Some(done) = stream.completion() {
+            let u = done.usage;
+            eprintln!(
+                "[{}] prompt {} tokens ({} cached), completion {} tokens, first token {:.0} ms, total {:.0} ms, {:.1} tok/s, finish {:?}",
+                model.name(),
+                u.prompt_tokens,
+                u.cached_prompt_tokens,
+                u.completion_tokens,
+                u.time_to_first_token.as_secs_f64() * 1e3,
+                u.total_time.as_secs_f64() * 1e3,
+                u.decode_tokens_per_second(),
+                done.finish_reason,
+            );
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}

@@ -1,0 +1,19 @@
+#![doc = include_str!("../docs/crate.md")]
+#![deny(missing_docs)]
+#![warn(unreachable_pub, clippy::unwrap_used, clippy::await_holding_lock)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+pub mod model;
+pub mod structured;
+
+pub use error::{Error, Result};
+
+/// The items most programs need: `use slm_agents::prelude::*;`.
+pub mod prelude {
+    pub use crate::model::{
+        Completion, Constraint, LanguageModel, LlamaModel, Message, Request, Role, Sampling, TokenStream, Usage,
+    };
+    pub use crate::structured::{Generated, OutputSchema, StructuredExt};
+    pub use crate::{Error, Result};
+}

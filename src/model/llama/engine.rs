@@ -1,0 +1,481 @@
+//! The worker thread that owns a model's llama.cpp contexts.
+//!
+//! llama.cpp contexts borrow their model and are not `Sync`, so they live on one dedicated thread per loaded
+//! model. Requests arrive on a bounded channel and answers leave on oneshot or stream channels; no async
+//! executor is ever blocked and none is required.
+//!
+//! The worker decodes all active requests together (continuous batching): the context holds one sequence per
+//! slot, and every step decodes one token for each generating slot plus a chunk of each waiting prompt. A slot
+//! keeps the tokens its sequence holds in the KV cache, so a new request that shares a prefix with them (a
+//! specialist's instructions, an earlier turn of a chat) only decodes the rest.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel as RawModel;
+use llama_cpp_2::token::LlamaToken;
+use llguidance::Matcher;
+
+use super::sample::{sample, Rng};
+use super::text::{Added, TextBuffer};
+use crate::model::stream::StreamEvent;
+use crate::model::{Completion, FinishReason, Sampling, Usage};
+use crate::{Error, Result};
+
+/// Settings of one worker.
+#[derive(Debug, Clone)]
+pub(super) struct EngineConfig {
+    pub(super) threads: i32,
+    pub(super) slots: u32,
+    pub(super) slot_context: u32,
+    pub(super) batch: u32,
+    pub(super) sliding_window: bool,
+}
+
+/// Work sent to the worker.
+pub(super) enum Job {
+    Generate(GenerateJob),
+    Embed(EmbedJob),
+}
+
+pub(super) struct GenerateJob {
+    pub(super) prompt: Vec<LlamaToken>,
+    pub(super) sampling: Sampling,
+    pub(super) max_tokens: usize,
+    pub(super) stop: Vec<String>,
+    pub(super) matcher: Option<Matcher>,
+    pub(super) sink: Sink,
+    pub(super) submitted: Instant,
+}
+
+pub(super) struct EmbedJob {
+    pub(super) texts: Vec<Vec<LlamaToken>>,
+    pub(super) reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
+}
+
+/// Where a generation's output goes.
+pub(super) enum Sink {
+    Once(oneshot::Sender<Result<Completion>>),
+    Stream(mpsc::UnboundedSender<StreamEvent>),
+}
+
+impl Sink {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sink::Once(tx) => tx.is_canceled(),
+            Sink::Stream(tx) => tx.is_closed(),
+        }
+    }
+
+    fn text(&self, text: String) {
+        if let Sink::Stream(tx) = self {
+            if !text.is_empty() {
+                let _ = tx.unbounded_send(StreamEvent::Text(text));
+            }
+        }
+    }
+
+    fn finish(self, result: Result<Completion>) {
+        match self {
+            Sink::Once(tx) => {
+                let _ = tx.send(result);
+            }
+            Sink::Stream(tx) => {
+                let _ = tx.unbounded_send(match result {
+                    Ok(c) => StreamEvent::Done(c),
+                    Err(e) => StreamEvent::Failed(e),
+                });
+            }
+        }
+    }
+}
+
+/// Starts the worker thread and waits until its context exists. Returns the tokens one slot can hold.
+pub(super) fn spawn(
+    backend: &'static LlamaBackend,
+    model: Arc<RawModel>,
+    config: EngineConfig,
+    jobs: mpsc::Receiver<Job>,
+    name: &str,
+) -> Result<u32> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("slm-{name}"))
+        .spawn(move || worker(backend, model, config, jobs, ready_tx))
+        .map_err(|e| Error::Backend { what: format!("cannot start the model worker thread: {e}") })?;
+    ready_rx.recv().map_err(|_| Error::WorkerStopped)?
+}
+
+fn worker(
+    backend: &'static LlamaBackend,
+    model: Arc<RawModel>,
+    config: EngineConfig,
+    mut jobs: mpsc::Receiver<Job>,
+    ready: std::sync::mpsc::Sender<Result<u32>>,
+) {
+    let n_ctx = config.slots.saturating_mul(config.slot_context);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(config.batch)
+        .with_n_ubatch(config.batch)
+        .with_n_seq_max(config.slots)
+        .with_n_threads(config.threads)
+        .with_n_threads_batch(config.threads)
+        .with_swa_full(config.sliding_window);
+    let ctx = match model.new_context(backend, params) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = ready.send(Err(Error::Backend { what: format!("cannot create a context of {n_ctx} tokens: {e}") }));
+            return;
+        }
+    };
+    let slot_context = ctx.n_ctx() / config.slots.max(1);
+    if ready.send(Ok(slot_context)).is_err() {
+        return;
+    }
+    tracing::debug!(slots = config.slots, slot_context, threads = config.threads, "model worker started");
+    let mut engine = Engine {
+        model: &model,
+        backend,
+        config: config.clone(),
+        slot_context: slot_context as usize,
+        ctx,
+        embed_ctx: None,
+        batch: LlamaBatch::new(config.batch as usize, 1),
+        slots: (0..config.slots)
+            .map(|i| Slot { seq: i as i32, cached: Vec::new(), last_used: 0, active: None })
+            .collect(),
+        clock: 0,
+        scratch: Vec::new(),
+        outputs: Vec::new(),
+    };
+    engine.run(&mut jobs);
+    tracing::debug!("model worker stopped");
+}
+
+struct Slot {
+    seq: i32,
+    /// The tokens whose KV cells this slot's sequence holds, in position order.
+    cached: Vec<LlamaToken>,
+    last_used: u64,
+    active: Option<Active>,
+}
+
+struct Active {
+    prompt: Vec<LlamaToken>,
+    /// Prompt tokens now in the KV cache (during prefill equal to `cached.len()`).
+    prefilled: usize,
+    /// Sampled but not yet decoded.
+    pending: Option<LlamaToken>,
+    sampling: Sampling,
+    rng: Rng,
+    matcher: Option<Matcher>,
+    max_tokens: usize,
+    generated: usize,
+    text: TextBuffer,
+    sink: Sink,
+    submitted: Instant,
+    first_token: Option<Instant>,
+    cached_prompt_tokens: usize,
+}
+
+struct Engine<'m> {
+    model: &'m RawModel,
+    backend: &'static LlamaBackend,
+    config: EngineConfig,
+    slot_context: usize,
+    ctx: LlamaContext<'m>,
+    embed_ctx: Option<LlamaContext<'m>>,
+    batch: LlamaBatch<'static>,
+    slots: Vec<Slot>,
+    clock: u64,
+    scratch: Vec<(u32, f32)>,
+    /// (slot index, batch index) of the logits requested in the current step.
+    outputs: Vec<(usize, i32)>,
+}
+
+impl Engine<'_> {
+    fn run(&mut self, jobs: &mut mpsc::Receiver<Job>) {
+        loop {
+            while self.slots.iter().any(|s| s.active.is_none()) {
+                let job = if self.is_idle() {
+                    match futures::executor::block_on(jobs.next()) {
+                        Some(job) => job,
+                        None => return,
+                    }
+                } else {
+                    match jobs.try_recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                };
+                self.accept(job);
+            }
+            if !self.is_idle() {
+                self.step();
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.slots.iter().all(|s| s.active.is_none())
+    }
+
+    fn accept(&mut self, job: Job) {
+        match job {
+            Job::Embed(job) => {
+                if !job.reply.is_canceled() {
+                    let result = self.embed(&job.texts);
+                    let _ = job.reply.send(result);
+                }
+            }
+            Job::Generate(job) => {
+                if job.sink.is_closed() {
+                    return;
+                }
+                self.start(job);
+            }
+        }
+    }
+
+    /// Puts a request on the free slot whose cache shares the longest prefix with its prompt.
+    fn start(&mut self, job: GenerateJob) {
+        let Some(idx) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none())
+            .max_by_key(|(_, s)| (common_prefix(&s.cached, &job.prompt), std::cmp::Reverse(s.last_used)))
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        self.clock += 1;
+        let slot = &mut self.slots[idx];
+        slot.last_used = self.clock;
+        // Keep at least one prompt token to decode: its logits give the first generated token.
+        let mut keep = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len().saturating_sub(1));
+        if keep < slot.cached.len() {
+            let removed = self.ctx.kv_cache_seq_rm(slot.seq, Some(keep as u32), None);
+            if removed.is_err() {
+                let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
+                keep = 0;
+            }
+            slot.cached.truncate(keep);
+        }
+        tracing::trace!(slot = idx, prompt = job.prompt.len(), cached = keep, "request started");
+        slot.active = Some(Active {
+            prompt: job.prompt,
+            prefilled: keep,
+            pending: None,
+            rng: Rng::new(job.sampling.seed),
+            sampling: job.sampling,
+            matcher: job.matcher,
+            max_tokens: job.max_tokens,
+            generated: 0,
+            text: TextBuffer::new(job.stop),
+            sink: job.sink,
+            submitted: job.submitted,
+            first_token: None,
+            cached_prompt_tokens: keep,
+        });
+    }
+
+    /// One decode step over every active slot.
+    fn step(&mut self) {
+        for slot in &mut self.slots {
+            if slot.active.as_ref().is_some_and(|a| a.sink.is_closed()) {
+                tracing::trace!(seq = slot.seq, "request cancelled");
+                slot.active = None;
+            }
+        }
+        self.batch.clear();
+        self.outputs.clear();
+        let capacity = self.config.batch as usize;
+        let mut n = 0usize;
+        let mut add_failed = false;
+        // Generating slots first: one token each.
+        for (idx, slot) in self.slots.iter_mut().enumerate() {
+            let Some(active) = slot.active.as_mut() else { continue };
+            let Some(token) = active.pending.take() else { continue };
+            add_failed |= self.batch.add(token, slot.cached.len() as i32, &[slot.seq], true).is_err();
+            slot.cached.push(token);
+            self.outputs.push((idx, n as i32));
+            n += 1;
+        }
+        // Then chunks of prompts, as far as the batch allows.
+        for (idx, slot) in self.slots.iter_mut().enumerate() {
+            let Some(active) = slot.active.as_mut() else { continue };
+            if active.generated > 0 || active.prefilled >= active.prompt.len() {
+                continue;
+            }
+            let take = (capacity - n).min(active.prompt.len() - active.prefilled);
+            for j in active.prefilled..active.prefilled + take {
+                let last = j + 1 == active.prompt.len();
+                let token = active.prompt[j];
+                add_failed |= self.batch.add(token, slot.cached.len() as i32, &[slot.seq], last).is_err();
+                slot.cached.push(token);
+                if last {
+                    self.outputs.push((idx, n as i32));
+                }
+                n += 1;
+            }
+            active.prefilled += take;
+            if n >= capacity {
+                break;
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        let decoded = if add_failed {
+            Err("batch overflow".to_string())
+        } else {
+            self.ctx.decode(&mut self.batch).map_err(|e| e.to_string())
+        };
+        if let Err(reason) = decoded {
+            tracing::warn!(%reason, "decode failed");
+            self.fail_batch(&reason);
+            return;
+        }
+        let outputs = std::mem::take(&mut self.outputs);
+        for &(idx, batch_idx) in &outputs {
+            self.sample_slot(idx, batch_idx);
+        }
+        self.outputs = outputs;
+    }
+
+    fn fail_batch(&mut self, reason: &str) {
+        for slot in &mut self.slots {
+            if let Some(active) = slot.active.take() {
+                let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
+                slot.cached.clear();
+                active.sink.finish(Err(Error::Decode { reason: reason.to_owned() }));
+            }
+        }
+    }
+
+    fn sample_slot(&mut self, idx: usize, batch_idx: i32) {
+        let logits = self.ctx.get_logits_ith(batch_idx);
+        let slot = &mut self.slots[idx];
+        let Some(active) = slot.active.as_mut() else { return };
+        let sampled = sample(logits, &active.sampling, &mut active.rng, active.matcher.as_mut(), &mut self.scratch);
+        let now = Instant::now();
+        active.first_token.get_or_insert(now);
+        let token = match sampled {
+            Ok(t) => LlamaToken(t as i32),
+            Err(e) => {
+                let active = slot.active.take().map(|a| a.sink);
+                if let Some(sink) = active {
+                    sink.finish(Err(Error::Decode { reason: format!("constraint failed: {}", e.0) }));
+                }
+                return;
+            }
+        };
+        let vocab = self.model.vocab();
+        if vocab.is_eog(token) {
+            finish(slot, FinishReason::EndOfText);
+            return;
+        }
+        if let Some(m) = active.matcher.as_mut() {
+            if let Err(e) = m.consume_token(token.0 as u32) {
+                if let Some(a) = slot.active.take() {
+                    a.sink.finish(Err(Error::Decode { reason: format!("constraint failed: {e}") }));
+                }
+                return;
+            }
+        }
+        active.generated += 1;
+        let piece = vocab.token_to_piece(token, false, None);
+        match active.text.push(&piece) {
+            Added::Continue(text) => active.sink.text(text),
+            Added::Stopped(text) => {
+                active.sink.text(text);
+                finish(slot, FinishReason::Stop);
+                return;
+            }
+        }
+        let reason = if active.matcher.as_ref().is_some_and(Matcher::is_stopped) {
+            Some(FinishReason::EndOfText)
+        } else if active.generated >= active.max_tokens {
+            Some(FinishReason::MaxTokens)
+        } else if slot.cached.len() >= self.slot_context {
+            Some(FinishReason::ContextFull)
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => finish(slot, reason),
+            None => active.pending = Some(token),
+        }
+    }
+
+    fn embed(&mut self, texts: &[Vec<LlamaToken>]) -> Result<Vec<Vec<f32>>> {
+        let n = self.slot_context as u32;
+        if self.embed_ctx.is_none() {
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new(n))
+                .with_n_batch(n)
+                .with_n_ubatch(n)
+                .with_n_seq_max(1)
+                .with_n_threads(self.config.threads)
+                .with_n_threads_batch(self.config.threads)
+                .with_embeddings(true)
+                .with_pooling_type(LlamaPoolingType::Mean);
+            let ctx = self
+                .model
+                .new_context(self.backend, params)
+                .map_err(|e| Error::Backend { what: format!("cannot create an embedding context: {e}") })?;
+            self.embed_ctx = Some(ctx);
+        }
+        let Some(ctx) = self.embed_ctx.as_mut() else { return Err(Error::WorkerStopped) };
+        let mut batch = LlamaBatch::new(n as usize, 1);
+        let mut out = Vec::with_capacity(texts.len());
+        for tokens in texts {
+            ctx.clear_kv_cache();
+            batch.clear();
+            for (pos, &t) in tokens.iter().enumerate() {
+                batch
+                    .add(t, pos as i32, &[0], true)
+                    .map_err(|e| Error::Decode { reason: e.to_string() })?;
+            }
+            ctx.decode(&mut batch).map_err(|e| Error::Decode { reason: e.to_string() })?;
+            let emb = ctx.embeddings_seq_ith(0).map_err(|e| Error::Decode { reason: e.to_string() })?;
+            let norm = emb.iter().map(|x| x * x).sum::<f32>().sqrt();
+            out.push(if norm > 0.0 { emb.iter().map(|x| x / norm).collect() } else { emb.to_vec() });
+        }
+        Ok(out)
+    }
+}
+
+fn finish(slot: &mut Slot, reason: FinishReason) {
+    let Some(mut active) = slot.active.take() else { return };
+    let rest = active.text.finish();
+    active.sink.text(rest);
+    let end = Instant::now();
+    let first = active.first_token.unwrap_or(end);
+    let completion = Completion {
+        text: active.text.text().to_owned(),
+        finish_reason: reason,
+        usage: Usage {
+            prompt_tokens: active.prompt.len(),
+            cached_prompt_tokens: active.cached_prompt_tokens,
+            completion_tokens: active.generated,
+            time_to_first_token: first.duration_since(active.submitted),
+            total_time: end.duration_since(active.submitted),
+        },
+    };
+    tracing::trace!(seq = slot.seq, ?reason, tokens = active.generated, "request finished");
+    active.sink.finish(Ok(completion));
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}

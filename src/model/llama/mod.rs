@@ -1,0 +1,467 @@
+//! Local GGUF models run in-process by llama.cpp.
+//!
+//! This folder is the only place in the crate that names `llama_cpp_2`; none of its types appear in the public
+//! API.
+
+mod engine;
+mod gguf;
+mod sample;
+mod template;
+mod text;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use futures::channel::{mpsc, oneshot};
+use futures::SinkExt;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel as RawModel;
+use llama_cpp_2::token::LlamaToken;
+use llguidance::api::TopLevelGrammar;
+use llguidance::{Matcher, ParserFactory};
+
+use self::engine::{EmbedJob, EngineConfig, GenerateJob, Job, Sink};
+use self::template::ChatTemplate;
+use super::stream::TokenStream;
+use super::{Completion, Constraint, LanguageModel, Message, Prompt, Request};
+use crate::{Error, Result};
+
+static NATIVE_LOGS: AtomicBool = AtomicBool::new(false);
+static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+static BACKEND_INIT: Mutex<()> = Mutex::new(());
+
+/// llama.cpp's backend may be initialised once per process: the crate keeps one, created on first use.
+fn backend() -> Result<&'static LlamaBackend> {
+    if let Some(b) = BACKEND.get() {
+        return Ok(b);
+    }
+    let _guard = BACKEND_INIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(b) = BACKEND.get() {
+        return Ok(b);
+    }
+    let enabled = NATIVE_LOGS.load(Ordering::SeqCst);
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(enabled));
+    let backend = LlamaBackend::init().map_err(|e| Error::Backend { what: format!("backend init: {e}") })?;
+    Ok(BACKEND.get_or_init(|| backend))
+}
+
+/// A local GGUF model, run in-process by llama.cpp on a worker thread of its own.
+///
+/// `LlamaModel` is a cheap handle: clone it freely and share it between tasks and specialists; all clones use
+/// one loaded copy of the weights and one worker. Requests from many tasks are decoded together in batches.
+/// When the last handle is dropped, the worker finishes the requests still in flight and stops.
+///
+/// ```no_run
+/// use slm_agents::model::{LanguageModel, LlamaModel, Message, Request};
+///
+/// # async fn demo() -> slm_agents::Result<()> {
+/// let model = LlamaModel::builder("models/SmolLM2-135M-Instruct.Q4_1.gguf").threads(2).load()?;
+/// let answer = model.complete(Request::chat([Message::user("What is the capital of France?")])).await?;
+/// println!("{} ({} tokens)", answer.text, answer.usage.completion_tokens);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LlamaModel {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    name: String,
+    path: PathBuf,
+    architecture: String,
+    model: Arc<RawModel>,
+    template: Option<ChatTemplate>,
+    jobs: mpsc::Sender<Job>,
+    threads: usize,
+    slots: usize,
+    slot_context: usize,
+    guidance: OnceLock<std::result::Result<ParserFactory, String>>,
+}
+
+impl std::fmt::Debug for LlamaModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlamaModel")
+            .field("name", &self.shared.name)
+            .field("path", &self.shared.path)
+            .field("architecture", &self.shared.architecture)
+            .field("threads", &self.shared.threads)
+            .field("slots", &self.shared.slots)
+            .field("slot_context", &self.shared.slot_context)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`LlamaModel`]; from [`LlamaModel::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `load` is called"]
+pub struct LlamaModelBuilder {
+    path: PathBuf,
+    name: Option<String>,
+    threads: Option<usize>,
+    slots: usize,
+    context: usize,
+    batch: usize,
+    queue: usize,
+}
+
+impl LlamaModelBuilder {
+    /// Sets the name used in logs and reports (default: the file stem).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the number of CPU threads llama.cpp uses (default: the machine's available parallelism).
+    ///
+    /// Use 1 when several models run side by side on a small machine: competing threads slow decoding down far
+    /// more than they add.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Sets how many requests are decoded together (default 4). Each slot has its own context window.
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// Sets the context window of each slot in tokens: prompt plus generated text (default 2048).
+    pub fn context_size(mut self, tokens: usize) -> Self {
+        self.context = tokens;
+        self
+    }
+
+    /// Sets the most tokens decoded in one step (default 512).
+    pub fn batch_size(mut self, tokens: usize) -> Self {
+        self.batch = tokens;
+        self
+    }
+
+    /// Sets how many requests may wait for a free slot before callers wait to submit (default 64).
+    pub fn queue_size(mut self, requests: usize) -> Self {
+        self.queue = requests;
+        self
+    }
+
+    /// Loads the model and starts its worker thread.
+    ///
+    /// This blocks while the file is read (well under a second for small models); in async code, call it once
+    /// at start-up or inside `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`Error::ModelFile`] if the file cannot be read; [`Error::InvalidGguf`] if it is not a well-formed GGUF
+    /// file (checked before llama.cpp sees it); [`Error::UnsupportedArchitecture`] or [`Error::ModelLoad`] if
+    /// llama.cpp refuses it; [`Error::InvalidSetting`] for out-of-range settings; [`Error::Backend`] if the
+    /// context cannot be created.
+    pub fn load(self) -> Result<LlamaModel> {
+        let threads = match self.threads {
+            Some(t) => t,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        check_range("threads", threads, 1, 1024)?;
+        check_range("slots", self.slots, 1, 256)?;
+        check_range("context_size", self.context, 16, 1 << 20)?;
+        check_range("batch_size", self.batch, 1, 1 << 16)?;
+        check_range("queue_size", self.queue, 1, 1 << 20)?;
+
+        let info = gguf::inspect(&self.path)?;
+        let name = self.name.clone().unwrap_or_else(|| {
+            self.path.file_stem().map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned())
+        });
+        let backend = backend()?;
+        let started = Instant::now();
+        let raw = RawModel::load_from_file(backend, &self.path, &LlamaModelParams::default()).map_err(|_| {
+            if gguf::is_known_architecture(&info.architecture) {
+                Error::ModelLoad { path: self.path.clone(), architecture: info.architecture.clone() }
+            } else {
+                Error::UnsupportedArchitecture { path: self.path.clone(), architecture: info.architecture.clone() }
+            }
+        })?;
+        let model = Arc::new(raw);
+
+        let template = match &info.chat_template {
+            Some(source) => {
+                let vocab = model.vocab();
+                let piece = |t: LlamaToken| {
+                    if t.0 < 0 {
+                        String::new()
+                    } else {
+                        String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+                    }
+                };
+                let (bos, eos) = (piece(vocab.bos()), piece(vocab.eos()));
+                Some(
+                    ChatTemplate::new(source.clone(), bos, eos)
+                        .map_err(|source| Error::Template { model: name.clone(), source })?,
+                )
+            }
+            None => None,
+        };
+
+        let (tx, rx) = mpsc::channel(self.queue);
+        let config = EngineConfig {
+            threads: threads as i32,
+            slots: self.slots as u32,
+            slot_context: self.context as u32,
+            batch: self.batch as u32,
+            sliding_window: info.sliding_window.is_some(),
+        };
+        let slot_context = engine::spawn(backend, Arc::clone(&model), config, rx, &name)? as usize;
+        tracing::info!(
+            model = %name,
+            architecture = %info.architecture,
+            threads,
+            slots = self.slots,
+            slot_context,
+            ms = started.elapsed().as_millis() as u64,
+            "model loaded"
+        );
+        Ok(LlamaModel {
+            shared: Arc::new(Shared {
+                name,
+                path: self.path,
+                architecture: info.architecture,
+                model,
+                template,
+                jobs: tx,
+                threads,
+                slots: self.slots,
+                slot_context,
+                guidance: OnceLock::new(),
+            }),
+        })
+    }
+}
+
+fn check_range(setting: &'static str, value: usize, min: usize, max: usize) -> Result<()> {
+    if value < min || value > max {
+        return Err(Error::InvalidSetting { setting, reason: format!("{value} is outside {min}..={max}") });
+    }
+    Ok(())
+}
+
+impl LlamaModel {
+    /// Starts building a model from a GGUF file.
+    pub fn builder(path: impl AsRef<Path>) -> LlamaModelBuilder {
+        LlamaModelBuilder {
+            path: path.as_ref().to_owned(),
+            name: None,
+            threads: None,
+            slots: 4,
+            context: 2048,
+            batch: 512,
+            queue: 64,
+        }
+    }
+
+    /// Sends llama.cpp's own log lines to `tracing` (target `llama-cpp-2`) instead of dropping them.
+    ///
+    /// llama.cpp is silent by default. The choice is process-wide and fixed when the first model loads: call
+    /// this before that. Returns `false` if it came too late to take effect.
+    pub fn enable_native_logs() -> bool {
+        NATIVE_LOGS.store(true, Ordering::SeqCst);
+        BACKEND.get().is_none()
+    }
+
+    /// The path the model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The model architecture named in the GGUF file (`llama`, `gemma3`, ...).
+    pub fn architecture(&self) -> &str {
+        &self.shared.architecture
+    }
+
+    /// Whether the GGUF file has a chat template (otherwise only raw prompts work).
+    pub fn has_chat_template(&self) -> bool {
+        self.shared.template.is_some()
+    }
+
+    /// The number of CPU threads the model uses.
+    pub fn threads(&self) -> usize {
+        self.shared.threads
+    }
+
+    /// How many requests are decoded together.
+    pub fn slots(&self) -> usize {
+        self.shared.slots
+    }
+
+    /// The context window of one request in tokens (prompt plus output).
+    pub fn context_size(&self) -> usize {
+        self.shared.slot_context
+    }
+
+    /// Renders chat messages with the model's chat template, ready for generation.
+    ///
+    /// # Errors
+    /// [`Error::NoChatTemplate`] or [`Error::Template`].
+    pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        let template = self
+            .shared
+            .template
+            .as_ref()
+            .ok_or_else(|| Error::NoChatTemplate { model: self.shared.name.clone() })?;
+        template
+            .render(messages, true)
+            .map_err(|source| Error::Template { model: self.shared.name.clone(), source })
+    }
+
+    /// Counts the tokens of a text as the model would see it in a raw prompt.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.tokenize(text, true).len()
+    }
+
+    fn tokenize(&self, text: &str, add_bos: bool) -> Vec<LlamaToken> {
+        let vocab = self.shared.model.vocab();
+        let mut tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
+        // A template that writes the BOS token itself, plus the tokenizer's own, would give two.
+        if add_bos && tokens.len() >= 2 && tokens[0] == vocab.bos() && tokens[1] == vocab.bos() {
+            tokens.remove(0);
+        }
+        tokens
+    }
+
+    fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>> {
+        let text = match prompt {
+            Prompt::Chat(messages) => {
+                if messages.is_empty() {
+                    return Err(Error::InvalidRequest { reason: "a chat request needs at least one message".into() });
+                }
+                self.render_chat(messages)?
+            }
+            Prompt::Raw(text) => text.clone(),
+        };
+        let add_bos = self.shared.model.vocab().should_add_bos();
+        let tokens = self.tokenize(&text, add_bos);
+        if tokens.is_empty() {
+            return Err(Error::InvalidRequest { reason: "the prompt is empty".into() });
+        }
+        self.check_fits(tokens.len())?;
+        Ok(tokens)
+    }
+
+    fn check_fits(&self, prompt_tokens: usize) -> Result<()> {
+        let room = self.shared.slot_context.saturating_sub(1);
+        if prompt_tokens > room {
+            return Err(Error::PromptTooLong { prompt_tokens, context_tokens: room });
+        }
+        Ok(())
+    }
+
+    fn guidance(&self) -> Result<&ParserFactory> {
+        let factory = self.shared.guidance.get_or_init(|| {
+            let started = Instant::now();
+            let env = llama_cpp_2::sampling::LlamaSampler::llguidance_tok_env(&self.shared.model);
+            let mut factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
+            factory.quiet();
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "grammar engine ready");
+            Ok(factory)
+        });
+        factory.as_ref().map_err(|reason| Error::Schema { type_name: "constraint".into(), reason: reason.clone() })
+    }
+
+    fn matcher(&self, constraint: &Constraint) -> Result<Matcher> {
+        let grammar = match constraint {
+            Constraint::JsonSchema(schema) => TopLevelGrammar::from_json_schema(with_compact_json(schema)),
+            Constraint::Regex(rx) => TopLevelGrammar::from_regex(rx),
+        };
+        let factory = self.guidance()?;
+        let matcher = Matcher::new(factory.create_parser(grammar));
+        // A grammar llguidance cannot compile gives a matcher that constrains nothing: refuse it.
+        if let Some(reason) = matcher.get_error() {
+            return Err(Error::Schema { type_name: "constraint".into(), reason });
+        }
+        Ok(matcher)
+    }
+
+    fn job(&self, request: Request, sink: Sink) -> Result<Job> {
+        let submitted = Instant::now();
+        request.sampling.check()?;
+        if request.max_tokens == 0 {
+            return Err(Error::InvalidRequest { reason: "max_tokens must be at least 1".into() });
+        }
+        let prompt = self.prompt_tokens(&request.prompt)?;
+        let matcher = request.constraint.as_ref().map(|c| self.matcher(c)).transpose()?;
+        Ok(Job::Generate(GenerateJob {
+            prompt,
+            sampling: request.sampling,
+            max_tokens: request.max_tokens as usize,
+            stop: request.stop,
+            matcher,
+            sink,
+            submitted,
+        }))
+    }
+
+    async fn submit(&self, job: Job) -> Result<()> {
+        self.shared.jobs.clone().send(job).await.map_err(|_| Error::WorkerStopped)
+    }
+}
+
+/// llguidance defaults to flexible whitespace, which lets a small model pad JSON with endless newlines.
+/// Compact JSON is shorter and cannot loop on whitespace.
+fn with_compact_json(schema: &serde_json::Value) -> serde_json::Value {
+    let mut schema = schema.clone();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.entry("x-guidance").or_insert_with(|| {
+            serde_json::json!({ "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": ", "coerce_one_of": true })
+        });
+    }
+    schema
+}
+
+#[async_trait::async_trait]
+impl LanguageModel for LlamaModel {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    async fn complete(&self, request: Request) -> Result<Completion> {
+        let (tx, rx) = oneshot::channel();
+        let job = self.job(request, Sink::Once(tx))?;
+        self.submit(job).await?;
+        rx.await.map_err(|_| Error::WorkerStopped)?
+    }
+
+    fn stream(&self, request: Request) -> TokenStream {
+        let (tx, rx) = mpsc::unbounded();
+        let job = match self.job(request, Sink::Stream(tx)) {
+            Ok(job) => job,
+            Err(e) => return TokenStream::failed(e),
+        };
+        // Hand the request over now if the queue has room; otherwise the stream waits for room when polled.
+        let mut jobs = self.shared.jobs.clone();
+        match jobs.try_send(job) {
+            Ok(()) => TokenStream::new(rx),
+            Err(e) if e.is_disconnected() => TokenStream::failed(Error::WorkerStopped),
+            Err(e) => {
+                let job = e.into_inner();
+                TokenStream::with_submit(
+                    rx,
+                    Box::pin(async move { jobs.send(job).await.map_err(|_| Error::WorkerStopped) }),
+                )
+            }
+        }
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let mut tokenized = Vec::with_capacity(texts.len());
+        for text in texts {
+            let tokens = self.tokenize(text, self.shared.model.vocab().should_add_bos());
+            if tokens.is_empty() {
+                return Err(Error::InvalidRequest { reason: "cannot embed an empty text".into() });
+            }
+            self.check_fits(tokens.len())?;
+            tokenized.push(tokens);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Embed(EmbedJob { texts: tokenized, reply })).await?;
+        rx.await.map_err(|_| Error::WorkerStopped)?
+    }
+}

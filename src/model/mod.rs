@@ -1,0 +1,59 @@
+//! The language-model layer: one trait for every model, local or remote.
+//!
+//! A [`LanguageModel`] turns a [`Request`] (chat messages or a raw prompt, sampling settings, stop strings, a
+//! token limit and an optional decoding [`Constraint`]) into a [`Completion`] with [`Usage`] figures, or into a
+//! [`TokenStream`]. [`LlamaModel`] runs a GGUF file in-process through llama.cpp.
+//!
+//! Typed output on top of this layer lives in [`crate::structured`].
+
+mod llama;
+mod request;
+mod stream;
+
+pub use llama::{LlamaModel, LlamaModelBuilder};
+pub use request::{
+    Completion, Constraint, FinishReason, Message, Prompt, Request, Role, Sampling, Usage,
+};
+pub use stream::TokenStream;
+
+use crate::Result;
+
+/// A language model: local (llama.cpp) or, in later features, remote.
+///
+/// The trait is object-safe: hosts hold models as `Arc<dyn LanguageModel>`. Every method is asynchronous and
+/// never blocks the calling executor.
+#[async_trait::async_trait]
+pub trait LanguageModel: Send + Sync {
+    /// A short, human-readable name (for logs and reports), e.g. the GGUF file stem.
+    fn name(&self) -> &str;
+
+    /// Generates a full completion.
+    ///
+    /// Dropping the returned future cancels the generation.
+    async fn complete(&self, request: Request) -> Result<Completion>;
+
+    /// Generates a completion as a stream of text pieces.
+    ///
+    /// Dropping the stream cancels the generation. After the stream ends,
+    /// [`TokenStream::completion`] holds the whole completion and its usage.
+    fn stream(&self, request: Request) -> TokenStream;
+
+    /// Embeds each text into one vector (mean pooling over its tokens).
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+}
+
+#[async_trait::async_trait]
+impl<M: LanguageModel + ?Sized> LanguageModel for std::sync::Arc<M> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    async fn complete(&self, request: Request) -> Result<Completion> {
+        (**self).complete(request).await
+    }
+    fn stream(&self, request: Request) -> TokenStream {
+        (**self).stream(request)
+    }
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        (**self).embed(texts).await
+    }
+}
