@@ -70,7 +70,10 @@ pub trait StructuredExt: LanguageModel {
         T: schemars::JsonSchema + DeserializeOwned + Send + 'static,
     {
         let schema = OutputSchema::of::<T>()?;
-        let completion = self.complete(request.with_constraint(schema.constraint())).await?;
+        let completion = self.complete(request.with_constraint(schema.constraint())).await.map_err(|e| match e {
+            crate::Error::Schema { reason, .. } => crate::Error::Schema { type_name: schema.type_name().to_owned(), reason },
+            other => other,
+        })?;
         let value = schema.parse::<T>(&completion)?;
         Ok(Generated { value, completion })
     }
