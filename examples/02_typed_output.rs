@@ -95,9 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Today's date (UTC) as YYYY-MM-DD, its weekday, and tomorrow's date, without a date crate.
 fn dates() -> (String, &'static str, String) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = (secs / 86_400) as i64;
     const WEEKDAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
     (civil(days), WEEKDAYS[days.rem_euclid(7) as usize], civil(days + 1))

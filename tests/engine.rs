@@ -64,7 +64,8 @@ async fn max_tokens_and_stop_strings_end_generation() {
 #[tokio::test]
 async fn concurrent_requests_from_many_tasks_all_complete() {
     let model = support::smollm2();
-    let prompts = ["Name a colour.", "Name an animal.", "Name a city.", "Name a planet.", "Name a tree.", "Name a river."];
+    let prompts =
+        ["Name a colour.", "Name an animal.", "Name a city.", "Name a planet.", "Name a tree.", "Name a river."];
     let mut handles = Vec::new();
     for p in prompts {
         let model = model.clone();
@@ -79,7 +80,8 @@ async fn concurrent_requests_from_many_tasks_all_complete() {
 #[tokio::test]
 async fn concurrent_greedy_output_matches_sequential() {
     let model = support::smollm2();
-    let prompts = ["Describe rain in one sentence.", "Describe snow in one sentence.", "Describe wind in one sentence."];
+    let prompts =
+        ["Describe rain in one sentence.", "Describe snow in one sentence.", "Describe wind in one sentence."];
     let mut sequential = Vec::new();
     for p in prompts {
         sequential.push(model.complete(chat(p).with_max_tokens(24)).await.unwrap().text);
@@ -116,22 +118,19 @@ async fn a_dropped_request_stops_generating() {
 async fn a_shared_prefix_is_reused_from_the_cache() {
     let model = LlamaModel::builder(support::smollm2_path()).threads(1).slots(2).load().unwrap();
     let system = Message::system("You are a travel assistant. ".repeat(20));
-    let first = model.complete(Request::chat([system.clone(), Message::user("Hello")]).with_max_tokens(4)).await.unwrap();
+    let first =
+        model.complete(Request::chat([system.clone(), Message::user("Hello")]).with_max_tokens(4)).await.unwrap();
     assert_eq!(first.usage.cached_prompt_tokens, 0);
-    let second =
-        model.complete(Request::chat([system, Message::user("Goodbye")]).with_max_tokens(4)).await.unwrap();
-    assert!(
-        second.usage.cached_prompt_tokens > 100,
-        "expected the system prompt to be cached: {:?}",
-        second.usage
-    );
+    let second = model.complete(Request::chat([system, Message::user("Goodbye")]).with_max_tokens(4)).await.unwrap();
+    assert!(second.usage.cached_prompt_tokens > 100, "expected the system prompt to be cached: {:?}", second.usage);
     assert!(second.usage.cached_prompt_tokens < second.usage.prompt_tokens);
 }
 
 #[tokio::test]
 async fn seeded_sampling_is_reproducible() {
     let model = support::smollm2();
-    let request = chat("Invent a name for a boat.").with_max_tokens(16).with_sampling(Sampling::temperature(1.0).with_seed(11));
+    let request =
+        chat("Invent a name for a boat.").with_max_tokens(16).with_sampling(Sampling::temperature(1.0).with_seed(11));
     let a = model.complete(request.clone()).await.unwrap();
     let b = model.complete(request).await.unwrap();
     assert_eq!(a.text, b.text);

@@ -136,10 +136,22 @@ async fn typed_output_parses_and_validates_for_every_prompt() {
     ];
     run(p.len(), all_parse::<MeetingRequest>(&model, "You turn requests into calendar entries.", &p).await);
 
-    let p = ["I loved this film!", "The service was terribly slow.", "It arrived on Tuesday.", "Best pizza in town", "Meh."];
+    let p = [
+        "I loved this film!",
+        "The service was terribly slow.",
+        "It arrived on Tuesday.",
+        "Best pizza in town",
+        "Meh.",
+    ];
     run(p.len(), all_parse::<Sentiment>(&model, "Classify the sentiment of the text.", &p).await);
 
-    let p = ["Add dentist on the 14th", "Cancel the team lunch", "What is on my calendar?", "Put yoga on day 3", "Drop the budget meeting"];
+    let p = [
+        "Add dentist on the 14th",
+        "Cancel the team lunch",
+        "What is on my calendar?",
+        "Put yoga on day 3",
+        "Drop the budget meeting",
+    ];
     run(p.len(), all_parse::<CalendarAction>(&model, "Turn the request into a calendar action.", &p).await);
 
     let p = [
@@ -150,10 +162,15 @@ async fn typed_output_parses_and_validates_for_every_prompt() {
     ];
     run(p.len(), all_parse::<Trip>(&model, "Extract the trip.", &p).await);
 
-    let p = ["Blue kettle, 35 dollars, 10% off, available", "Sold out: leather jacket for 240", "USB cable 4.99 in stock"];
+    let p =
+        ["Blue kettle, 35 dollars, 10% off, available", "Sold out: leather jacket for 240", "USB cable 4.99 in stock"];
     run(p.len(), all_parse::<Product>(&model, "Extract the product listing.", &p).await);
 
-    let p = ["Small language models run on phones.", "The weekend trip includes flights and hotels.", "Rust is fast and safe."];
+    let p = [
+        "Small language models run on phones.",
+        "The weekend trip includes flights and hotels.",
+        "Rust is fast and safe.",
+    ];
     run(p.len(), all_parse::<Keywords>(&model, "List the keywords of the text.", &p).await);
 
     let p = ["a circle of radius 2", "a rectangle 3 by 4", "a round table 1.5 m across"];
@@ -205,6 +222,7 @@ async fn constrained_regex_output_matches() {
 #[tokio::test]
 async fn works_through_a_trait_object() {
     let model: std::sync::Arc<dyn LanguageModel> = std::sync::Arc::new(support::smollm2());
-    let s: Sentiment = model.generate(vec![Message::user("Sentiment of: 'What a lovely day!' Answer in JSON.")]).await.unwrap();
+    let s: Sentiment =
+        model.generate(vec![Message::user("Sentiment of: 'What a lovely day!' Answer in JSON.")]).await.unwrap();
     assert!(matches!(s, Sentiment::Positive | Sentiment::Negative | Sentiment::Neutral));
 }

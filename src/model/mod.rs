@@ -11,9 +11,7 @@ mod request;
 mod stream;
 
 pub use llama::{LlamaModel, LlamaModelBuilder};
-pub use request::{
-    Completion, Constraint, FinishReason, Message, Prompt, Request, Role, Sampling, Usage,
-};
+pub use request::{Completion, Constraint, FinishReason, Message, Prompt, Request, Role, Sampling, Usage};
 pub use stream::TokenStream;
 
 use crate::Result;

@@ -71,7 +71,9 @@ pub trait StructuredExt: LanguageModel {
     {
         let schema = OutputSchema::of::<T>()?;
         let completion = self.complete(request.with_constraint(schema.constraint())).await.map_err(|e| match e {
-            crate::Error::Schema { reason, .. } => crate::Error::Schema { type_name: schema.type_name().to_owned(), reason },
+            crate::Error::Schema { reason, .. } => {
+                crate::Error::Schema { type_name: schema.type_name().to_owned(), reason }
+            }
             other => other,
         })?;
         let value = schema.parse::<T>(&completion)?;

@@ -95,8 +95,11 @@ impl OutputSchema {
             }
         };
         self.validate(&instance, text)?;
-        serde_json::from_value(instance)
-            .map_err(|source| Error::Deserialize { type_name: self.type_name.clone(), output: text.to_owned(), source })
+        serde_json::from_value(instance).map_err(|source| Error::Deserialize {
+            type_name: self.type_name.clone(),
+            output: text.to_owned(),
+            source,
+        })
     }
 
     fn validate(&self, instance: &Value, text: &str) -> Result<()> {
@@ -106,7 +109,11 @@ impl OutputSchema {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(Error::Validation { type_name: self.type_name.clone(), reason: errors.join("; "), output: text.to_owned() })
+            Err(Error::Validation {
+                type_name: self.type_name.clone(),
+                reason: errors.join("; "),
+                output: text.to_owned(),
+            })
         }
     }
 }

@@ -41,7 +41,9 @@ pub fn smollm2() -> LlamaModel {
 pub fn gemma() -> LlamaModel {
     static MODEL: OnceLock<LlamaModel> = OnceLock::new();
     MODEL
-        .get_or_init(|| LlamaModel::builder(gemma_path()).threads(1).slots(2).context_size(1024).load().expect("load Gemma"))
+        .get_or_init(|| {
+            LlamaModel::builder(gemma_path()).threads(1).slots(2).context_size(1024).load().expect("load Gemma")
+        })
         .clone()
 }
 

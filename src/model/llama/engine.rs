@@ -41,7 +41,7 @@ pub(super) struct EngineConfig {
 
 /// Work sent to the worker.
 pub(super) enum Job {
-    Generate(GenerateJob),
+    Generate(Box<GenerateJob>),
     Embed(EmbedJob),
 }
 
@@ -240,7 +240,7 @@ impl Engine<'_> {
                 if job.sink.is_closed() {
                     return;
                 }
-                self.start(job);
+                self.start(*job);
             }
         }
     }
@@ -442,9 +442,7 @@ impl Engine<'_> {
             ctx.clear_kv_cache();
             batch.clear();
             for (pos, &t) in tokens.iter().enumerate() {
-                batch
-                    .add(t, pos as i32, &[0], true)
-                    .map_err(|e| Error::Decode { reason: e.to_string() })?;
+                batch.add(t, pos as i32, &[0], true).map_err(|e| Error::Decode { reason: e.to_string() })?;
             }
             ctx.decode(&mut batch).map_err(|e| Error::Decode { reason: e.to_string() })?;
             let emb = ctx.embeddings_seq_ith(0).map_err(|e| Error::Decode { reason: e.to_string() })?;

@@ -27,10 +27,7 @@ pub(crate) struct GgufInfo {
 /// Checks a GGUF file's structure and returns its key metadata.
 pub(crate) fn inspect(path: &Path) -> Result<GgufInfo> {
     let file = File::open(path).map_err(|source| Error::ModelFile { path: path.to_owned(), source })?;
-    let size = file
-        .metadata()
-        .map_err(|source| Error::ModelFile { path: path.to_owned(), source })?
-        .len();
+    let size = file.metadata().map_err(|source| Error::ModelFile { path: path.to_owned(), source })?.len();
     let mut r = Reader { inner: BufReader::with_capacity(1 << 16, file), pos: 0, size, path: path.to_owned() };
     r.inspect()
 }
@@ -70,9 +67,7 @@ impl Reader {
     fn bytes<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
         self.need(N as u64, what)?;
         let mut buf = [0u8; N];
-        self.inner
-            .read_exact(&mut buf)
-            .map_err(|source| Error::ModelFile { path: self.path.clone(), source })?;
+        self.inner.read_exact(&mut buf).map_err(|source| Error::ModelFile { path: self.path.clone(), source })?;
         self.pos += N as u64;
         Ok(buf)
     }
@@ -88,9 +83,7 @@ impl Reader {
     fn skip(&mut self, n: u64, what: &str) -> Result<()> {
         self.need(n, what)?;
         let n_i64 = i64::try_from(n).map_err(|_| self.invalid(format!("{what}: length {n} is absurd")))?;
-        self.inner
-            .seek_relative(n_i64)
-            .map_err(|source| Error::ModelFile { path: self.path.clone(), source })?;
+        self.inner.seek_relative(n_i64).map_err(|source| Error::ModelFile { path: self.path.clone(), source })?;
         self.pos += n;
         Ok(())
     }
@@ -99,9 +92,7 @@ impl Reader {
         let len = self.u64(what)?;
         self.need(len, what)?;
         let mut buf = vec![0u8; usize::try_from(len).map_err(|_| self.invalid("string too long"))?];
-        self.inner
-            .read_exact(&mut buf)
-            .map_err(|source| Error::ModelFile { path: self.path.clone(), source })?;
+        self.inner.read_exact(&mut buf).map_err(|source| Error::ModelFile { path: self.path.clone(), source })?;
         self.pos += len;
         String::from_utf8(buf).map_err(|_| self.invalid(format!("{what} is not UTF-8")))
     }
@@ -179,10 +170,12 @@ impl Reader {
         let n_kv = self.u64("metadata count")?;
         // Each metadata entry takes at least 13 bytes (key length, type, one byte); each tensor at least 28.
         if n_kv.saturating_mul(13) > self.remaining() {
-            return Err(self.invalid(format!("metadata count {n_kv} does not fit in the file")));
+            return Err(self.invalid(format!("metadata count {n_kv} does not fit in the file (truncated or corrupt)")));
         }
         if n_tensors.saturating_mul(28) > self.remaining() {
-            return Err(self.invalid(format!("tensor count {n_tensors} does not fit in the file")));
+            return Err(
+                self.invalid(format!("tensor count {n_tensors} does not fit in the file (truncated or corrupt)"))
+            );
         }
         if n_tensors == 0 {
             return Err(self.invalid("the file holds no tensors"));
@@ -209,8 +202,7 @@ impl Reader {
                 _ => {}
             }
         }
-        let architecture =
-            architecture.ok_or_else(|| self.invalid("metadata has no `general.architecture`"))?;
+        let architecture = architecture.ok_or_else(|| self.invalid("metadata has no `general.architecture`"))?;
 
         let mut data_end = 0u64;
         for i in 0..n_tensors {
@@ -237,7 +229,9 @@ impl Reader {
             }
             if let Some((block, bytes)) = type_size(ty) {
                 if first_dim % block != 0 {
-                    return Err(self.invalid(format!("tensor `{tname}` row size {first_dim} is not a multiple of {block}")));
+                    return Err(
+                        self.invalid(format!("tensor `{tname}` row size {first_dim} is not a multiple of {block}"))
+                    );
                 }
                 let nbytes = (elements / block)
                     .checked_mul(bytes)
@@ -301,24 +295,160 @@ pub(crate) fn is_known_architecture(arch: &str) -> bool {
 }
 
 const KNOWN_ARCHITECTURES: &[&str] = &[
-    "clip", "llama", "llama4", "deci", "falcon", "grok", "gpt2", "gptj", "gptneox", "mpt", "baichuan",
-    "starcoder", "refact", "bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2",
-    "jina-bert-v3", "eurobert", "bloom", "stablelm", "qwen", "qwen2", "qwen2moe", "qwen2vl", "qwen3", "qwen3moe",
-    "qwen3next", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "clef", "qwen4exp", "phi2", "phi3", "phimoe",
-    "plamo", "plamo2", "plamo3", "codeshell", "orion", "internlm2", "minicpm", "minicpm3", "gemma", "gemma2",
-    "gemma3", "gemma3n", "gemma4", "gemma4-assistant", "gemma-embedding", "starcoder2", "mamba", "mamba2",
-    "maple", "jamba", "falcon-h1", "xverse", "command-r", "cohere2", "cohere2moe", "dbrx", "olmo", "olmo2",
-    "olmoe", "muse-glimmer", "openelm", "arctic", "deepseek", "deepseek2", "deepseek2-ocr", "deepseek32",
-    "deepseek4", "chatglm", "glm4", "glm4moe", "glm-dsa", "bitnet", "t5", "t5encoder", "jais", "jais2",
-    "nemotron", "nemotron_h", "nemotron_h_moe", "exaone", "exaone4", "exaone-moe", "rwkv6", "rwkv6qwen2",
-    "rwkv7", "arwkv7", "granite", "granitemoe", "granitehybrid", "graniteswitch", "granite_swa", "chameleon",
-    "wavtokenizer-dec", "plm", "bailingmoe", "bailingmoe2", "bailingmoe3", "dots1", "dots3note", "arcee",
-    "afmoe", "laguna", "ernie4_5", "ernie4_5-moe", "hunyuan-moe", "hunyuan-dense", "hunyuan_vl", "hy_v3",
-    "hy_v4", "smollm3", "gpt-oss", "lfm2", "lfm2moe", "dream", "smallthinker", "llada", "llada-moe", "seed_oss",
-    "grovemoe", "apertus", "minimax-01", "hrm_text", "minimax-m2", "minimax-m3", "cogvlm", "rnd1",
-    "pangu-embedded", "mistral3", "eagle3", "dflash", "mistral4", "paddleocr", "mimo2", "step35", "spark2_5",
-    "llama-embed", "maincoder", "kimi-linear", "kimi-k3", "glm5-next", "talkie", "mellum", "nanbeige",
-    "qwen3tts", "pockettts",
+    "clip",
+    "llama",
+    "llama4",
+    "deci",
+    "falcon",
+    "grok",
+    "gpt2",
+    "gptj",
+    "gptneox",
+    "mpt",
+    "baichuan",
+    "starcoder",
+    "refact",
+    "bert",
+    "modern-bert",
+    "nomic-bert",
+    "nomic-bert-moe",
+    "neo-bert",
+    "jina-bert-v2",
+    "jina-bert-v3",
+    "eurobert",
+    "bloom",
+    "stablelm",
+    "qwen",
+    "qwen2",
+    "qwen2moe",
+    "qwen2vl",
+    "qwen3",
+    "qwen3moe",
+    "qwen3next",
+    "qwen3vl",
+    "qwen3vlmoe",
+    "qwen35",
+    "qwen35moe",
+    "clef",
+    "qwen4exp",
+    "phi2",
+    "phi3",
+    "phimoe",
+    "plamo",
+    "plamo2",
+    "plamo3",
+    "codeshell",
+    "orion",
+    "internlm2",
+    "minicpm",
+    "minicpm3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3n",
+    "gemma4",
+    "gemma4-assistant",
+    "gemma-embedding",
+    "starcoder2",
+    "mamba",
+    "mamba2",
+    "maple",
+    "jamba",
+    "falcon-h1",
+    "xverse",
+    "command-r",
+    "cohere2",
+    "cohere2moe",
+    "dbrx",
+    "olmo",
+    "olmo2",
+    "olmoe",
+    "muse-glimmer",
+    "openelm",
+    "arctic",
+    "deepseek",
+    "deepseek2",
+    "deepseek2-ocr",
+    "deepseek32",
+    "deepseek4",
+    "chatglm",
+    "glm4",
+    "glm4moe",
+    "glm-dsa",
+    "bitnet",
+    "t5",
+    "t5encoder",
+    "jais",
+    "jais2",
+    "nemotron",
+    "nemotron_h",
+    "nemotron_h_moe",
+    "exaone",
+    "exaone4",
+    "exaone-moe",
+    "rwkv6",
+    "rwkv6qwen2",
+    "rwkv7",
+    "arwkv7",
+    "granite",
+    "granitemoe",
+    "granitehybrid",
+    "graniteswitch",
+    "granite_swa",
+    "chameleon",
+    "wavtokenizer-dec",
+    "plm",
+    "bailingmoe",
+    "bailingmoe2",
+    "bailingmoe3",
+    "dots1",
+    "dots3note",
+    "arcee",
+    "afmoe",
+    "laguna",
+    "ernie4_5",
+    "ernie4_5-moe",
+    "hunyuan-moe",
+    "hunyuan-dense",
+    "hunyuan_vl",
+    "hy_v3",
+    "hy_v4",
+    "smollm3",
+    "gpt-oss",
+    "lfm2",
+    "lfm2moe",
+    "dream",
+    "smallthinker",
+    "llada",
+    "llada-moe",
+    "seed_oss",
+    "grovemoe",
+    "apertus",
+    "minimax-01",
+    "hrm_text",
+    "minimax-m2",
+    "minimax-m3",
+    "cogvlm",
+    "rnd1",
+    "pangu-embedded",
+    "mistral3",
+    "eagle3",
+    "dflash",
+    "mistral4",
+    "paddleocr",
+    "mimo2",
+    "step35",
+    "spark2_5",
+    "llama-embed",
+    "maincoder",
+    "kimi-linear",
+    "kimi-k3",
+    "glm5-next",
+    "talkie",
+    "mellum",
+    "nanbeige",
+    "qwen3tts",
+    "pockettts",
 ];
 
 #[cfg(test)]

@@ -302,14 +302,9 @@ impl LlamaModel {
     /// # Errors
     /// [`Error::NoChatTemplate`] or [`Error::Template`].
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
-        let template = self
-            .shared
-            .template
-            .as_ref()
-            .ok_or_else(|| Error::NoChatTemplate { model: self.shared.name.clone() })?;
-        template
-            .render(messages, true)
-            .map_err(|source| Error::Template { model: self.shared.name.clone(), source })
+        let template =
+            self.shared.template.as_ref().ok_or_else(|| Error::NoChatTemplate { model: self.shared.name.clone() })?;
+        template.render(messages, true).map_err(|source| Error::Template { model: self.shared.name.clone(), source })
     }
 
     /// Counts the tokens of a text as the model would see it in a raw prompt.
@@ -388,7 +383,7 @@ impl LlamaModel {
         }
         let prompt = self.prompt_tokens(&request.prompt)?;
         let matcher = request.constraint.as_ref().map(|c| self.matcher(c)).transpose()?;
-        Ok(Job::Generate(GenerateJob {
+        Ok(Job::Generate(Box::new(GenerateJob {
             prompt,
             sampling: request.sampling,
             max_tokens: request.max_tokens as usize,
@@ -396,7 +391,7 @@ impl LlamaModel {
             matcher,
             sink,
             submitted,
-        }))
+        })))
     }
 
     async fn submit(&self, job: Job) -> Result<()> {

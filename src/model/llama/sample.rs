@@ -78,11 +78,7 @@ fn pick(
     }
     scratch.clear();
     scratch.extend(
-        logits
-            .iter()
-            .enumerate()
-            .filter(|&(i, l)| l.is_finite() && allowed(mask, i))
-            .map(|(i, &l)| (i as u32, l)),
+        logits.iter().enumerate().filter(|&(i, l)| l.is_finite() && allowed(mask, i)).map(|(i, &l)| (i as u32, l)),
     );
     if scratch.is_empty() {
         return argmax(logits, mask);

@@ -33,10 +33,8 @@ impl ChatTemplate {
 
     pub(crate) fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, minijinja::Error> {
         let template = self.env.get_template(NAME)?;
-        let messages: Vec<_> = messages
-            .iter()
-            .map(|m| context! { role => m.role.as_str(), content => m.content.as_str() })
-            .collect();
+        let messages: Vec<_> =
+            messages.iter().map(|m| context! { role => m.role.as_str(), content => m.content.as_str() }).collect();
         template.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,

@@ -51,11 +51,7 @@ impl TextBuffer {
 
         if !self.stop.is_empty() {
             let from = floor_char_boundary(&self.text, self.released.saturating_sub(self.longest_stop));
-            let hit = self
-                .stop
-                .iter()
-                .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i))
-                .min();
+            let hit = self.stop.iter().filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i)).min();
             if let Some(at) = hit {
                 self.text.truncate(at);
                 self.partial.clear();

@@ -1,0 +1,24 @@
+# The two commands of the README. Both do all set-up first (system packages, then the models).
+.PHONY: demo test deps models check
+
+CARGO ?= cargo
+
+deps:
+	scripts/install-deps.sh
+
+models: deps
+	scripts/fetch-models.sh
+
+# The main example: the seed's calendar request, as a typed MeetingRequest, on SmolLM2-135M.
+demo: models
+	$(CARGO) run --release --example 02_typed_output
+
+# Every test, on the real models, in the release profile (the debug profile would build llama.cpp again).
+test: models
+	$(CARGO) test --release
+
+# Lints and docs, as a reviewer runs them.
+check:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --release --no-deps
