@@ -111,6 +111,8 @@ fn out_of_range_settings_are_refused() {
     assert!(matches!(err, Error::InvalidSetting { setting: "threads", .. }), "{err}");
     let err = LlamaModel::builder(support::smollm2_path()).slots(0).load().unwrap_err();
     assert!(matches!(err, Error::InvalidSetting { setting: "slots", .. }), "{err}");
+    let err = LlamaModel::builder(support::smollm2_path()).slots(8).batch_size(4).load().unwrap_err();
+    assert!(matches!(err, Error::InvalidSetting { setting: "batch_size", .. }), "{err}");
 }
 
 #[tokio::test]

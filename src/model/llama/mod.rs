@@ -167,6 +167,15 @@ impl LlamaModelBuilder {
         check_range("context_size", self.context, 16, 1 << 20)?;
         check_range("batch_size", self.batch, 1, 1 << 16)?;
         check_range("queue_size", self.queue, 1, 1 << 20)?;
+        if self.batch < self.slots {
+            return Err(Error::InvalidSetting {
+                setting: "batch_size",
+                reason: format!(
+                    "{} is smaller than slots ({}): each step decodes one token per slot",
+                    self.batch, self.slots
+                ),
+            });
+        }
 
         let info = gguf::inspect(&self.path)?;
         let name = self.name.clone().unwrap_or_else(|| {
