@@ -10,7 +10,8 @@
 //! specialist's instructions, an earlier turn of a chat) only decodes the rest.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::channel::{mpsc, oneshot};
@@ -39,6 +40,56 @@ pub(super) struct EngineConfig {
     pub(super) sliding_window: bool,
 }
 
+/// What a handle can see of a lane (one worker and its context): its load and what its slots hold, so that
+/// requests go to the lane that already has their prefix cached.
+#[derive(Debug)]
+pub(super) struct LaneView {
+    in_flight: AtomicUsize,
+    /// Per slot, the prompt most recently started there (its KV cells are what the slot caches).
+    cached: Mutex<Vec<Vec<LlamaToken>>>,
+}
+
+impl LaneView {
+    pub(super) fn new(slots: usize) -> Arc<Self> {
+        Arc::new(Self { in_flight: AtomicUsize::new(0), cached: Mutex::new(vec![Vec::new(); slots]) })
+    }
+
+    /// Requests submitted to this lane and not yet finished (queued or running).
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The longest prefix of `prompt` that one of this lane's slots holds.
+    pub(super) fn best_prefix(&self, prompt: &[LlamaToken]) -> usize {
+        let cached = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cached.iter().map(|c| common_prefix(c, prompt)).max().unwrap_or(0)
+    }
+
+    fn set_cached(&self, slot: usize, tokens: &[LlamaToken]) {
+        let mut cached = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = cached.get_mut(slot) {
+            c.clear();
+            c.extend_from_slice(tokens);
+        }
+    }
+
+    /// Counts a request in until the returned ticket is dropped (finished, cancelled or failed, wherever).
+    pub(super) fn ticket(self: &Arc<Self>) -> Ticket {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ticket(Arc::clone(self))
+    }
+}
+
+/// One request's place in a lane's load count.
+#[derive(Debug)]
+pub(super) struct Ticket(Arc<LaneView>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Work sent to the worker.
 pub(super) enum Job {
     Generate(Box<GenerateJob>),
@@ -53,11 +104,14 @@ pub(super) struct GenerateJob {
     pub(super) matcher: Option<Matcher>,
     pub(super) sink: Sink,
     pub(super) submitted: Instant,
+    pub(super) ticket: Ticket,
 }
 
 pub(super) struct EmbedJob {
     pub(super) texts: Vec<Vec<LlamaToken>>,
     pub(super) reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
+    /// Held until the job is dropped, after its answer is sent.
+    pub(super) _ticket: Ticket,
 }
 
 /// Where a generation's output goes.
@@ -97,29 +151,37 @@ impl Sink {
     }
 }
 
-/// Starts the worker thread and waits until its context exists. Returns the tokens one slot can hold.
+/// What a worker shares with the rest of its model.
+pub(super) struct LaneShared {
+    pub(super) backend: &'static LlamaBackend,
+    pub(super) model: Arc<RawModel>,
+    pub(super) view: Arc<LaneView>,
+    /// Held while creating a context: llama.cpp may mutate the model then, so two at once would be unsound.
+    pub(super) create_lock: Arc<Mutex<()>>,
+}
+
+/// Starts a worker thread and waits until its context exists. Returns the tokens one slot can hold.
 pub(super) fn spawn(
-    backend: &'static LlamaBackend,
-    model: Arc<RawModel>,
+    shared: LaneShared,
     config: EngineConfig,
     jobs: mpsc::Receiver<Job>,
-    name: &str,
+    thread_name: String,
 ) -> Result<u32> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
-        .name(format!("slm-{name}"))
-        .spawn(move || worker(backend, model, config, jobs, ready_tx))
+        .name(thread_name)
+        .spawn(move || worker(shared, config, jobs, ready_tx))
         .map_err(|e| Error::Backend { what: format!("cannot start the model worker thread: {e}") })?;
     ready_rx.recv().map_err(|_| Error::WorkerStopped)?
 }
 
 fn worker(
-    backend: &'static LlamaBackend,
-    model: Arc<RawModel>,
+    shared: LaneShared,
     config: EngineConfig,
     mut jobs: mpsc::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<u32>>,
 ) {
+    let LaneShared { backend, model, view, create_lock } = shared;
     let n_ctx = config.slots.saturating_mul(config.slot_context);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
@@ -129,7 +191,11 @@ fn worker(
         .with_n_threads(config.threads)
         .with_n_threads_batch(config.threads)
         .with_swa_full(config.sliding_window);
-    let ctx = match model.new_context(backend, params) {
+    let created = {
+        let _guard = create_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        model.new_context(backend, params)
+    };
+    let ctx = match created {
         Ok(ctx) => ctx,
         Err(e) => {
             let _ = ready.send(Err(Error::Backend { what: format!("cannot create a context of {n_ctx} tokens: {e}") }));
@@ -144,6 +210,8 @@ fn worker(
     let mut engine = Engine {
         model: &model,
         backend,
+        view,
+        create_lock,
         config: config.clone(),
         slot_context: slot_context as usize,
         ctx,
@@ -184,11 +252,14 @@ struct Active {
     submitted: Instant,
     first_token: Option<Instant>,
     cached_prompt_tokens: usize,
+    _ticket: Ticket,
 }
 
 struct Engine<'m> {
     model: &'m RawModel,
     backend: &'static LlamaBackend,
+    view: Arc<LaneView>,
+    create_lock: Arc<Mutex<()>>,
     config: EngineConfig,
     slot_context: usize,
     ctx: LlamaContext<'m>,
@@ -271,6 +342,7 @@ impl Engine<'_> {
             slot.cached.truncate(keep);
         }
         tracing::trace!(slot = idx, prompt = job.prompt.len(), cached = keep, "request started");
+        self.view.set_cached(idx, &job.prompt);
         slot.active = Some(Active {
             prompt: job.prompt,
             prefilled: keep,
@@ -285,6 +357,7 @@ impl Engine<'_> {
             submitted: job.submitted,
             first_token: None,
             cached_prompt_tokens: keep,
+            _ticket: job.ticket,
         });
     }
 
@@ -353,10 +426,11 @@ impl Engine<'_> {
     }
 
     fn fail_batch(&mut self, reason: &str) {
-        for slot in &mut self.slots {
+        for (idx, slot) in self.slots.iter_mut().enumerate() {
             if let Some(active) = slot.active.take() {
                 let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
                 slot.cached.clear();
+                self.view.set_cached(idx, &[]);
                 active.sink.finish(Err(Error::Decode { reason: reason.to_owned() }));
             }
         }
@@ -429,10 +503,12 @@ impl Engine<'_> {
                 .with_n_threads_batch(self.config.threads)
                 .with_embeddings(true)
                 .with_pooling_type(LlamaPoolingType::Mean);
-            let ctx = self
-                .model
-                .new_context(self.backend, params)
-                .map_err(|e| Error::Backend { what: format!("cannot create an embedding context: {e}") })?;
+            let created = {
+                let _guard = self.create_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.model.new_context(self.backend, params)
+            };
+            let ctx =
+                created.map_err(|e| Error::Backend { what: format!("cannot create an embedding context: {e}") })?;
             self.embed_ctx = Some(ctx);
         }
         let Some(ctx) = self.embed_ctx.as_mut() else { return Err(Error::WorkerStopped) };
