@@ -29,11 +29,19 @@ pub fn gemma_path() -> PathBuf {
     model_path("gemma-3-270m-Q4_K_M.gguf")
 }
 
-/// One SmolLM2 handle shared by the tests of a test binary (one thread, four slots).
+/// One SmolLM2 handle shared by the tests of a test binary: one thread, four slots decoded together (so that
+/// tests running side by side exercise continuous batching).
 pub fn smollm2() -> LlamaModel {
     static MODEL: OnceLock<LlamaModel> = OnceLock::new();
     MODEL
-        .get_or_init(|| LlamaModel::builder(smollm2_path()).threads(1).context_size(1024).load().expect("load SmolLM2"))
+        .get_or_init(|| {
+            LlamaModel::builder(smollm2_path())
+                .threads(1)
+                .batch_requests(4)
+                .context_size(1024)
+                .load()
+                .expect("load SmolLM2")
+        })
         .clone()
 }
 

@@ -35,6 +35,8 @@ use crate::{Error, Result};
 pub(super) struct EngineConfig {
     pub(super) threads: i32,
     pub(super) slots: u32,
+    /// At most this many slots generate at once; the others only keep their cache.
+    pub(super) active: u32,
     pub(super) slot_context: u32,
     pub(super) batch: u32,
     pub(super) sliding_window: bool,
@@ -275,7 +277,7 @@ struct Engine<'m> {
 impl Engine<'_> {
     fn run(&mut self, jobs: &mut mpsc::Receiver<Job>) {
         loop {
-            while self.slots.iter().any(|s| s.active.is_none()) {
+            while self.slots.iter().filter(|s| s.active.is_some()).count() < self.config.active as usize {
                 let job = if self.is_idle() {
                     match futures::executor::block_on(jobs.next()) {
                         Some(job) => job,

@@ -86,6 +86,7 @@ struct Shared {
     lanes: Vec<Lane>,
     threads: usize,
     slots: usize,
+    batch_requests: usize,
     slot_context: usize,
     guidance: OnceLock<std::result::Result<ParserFactory, String>>,
 }
@@ -99,6 +100,7 @@ impl std::fmt::Debug for LlamaModel {
             .field("threads", &self.shared.threads)
             .field("lanes", &self.shared.lanes.len())
             .field("slots", &self.shared.slots)
+            .field("batch_requests", &self.shared.batch_requests)
             .field("slot_context", &self.shared.slot_context)
             .finish_non_exhaustive()
     }
@@ -113,6 +115,7 @@ pub struct LlamaModelBuilder {
     threads: Option<usize>,
     lanes: usize,
     slots: usize,
+    batch_requests: Option<usize>,
     context: usize,
     batch: usize,
     queue: usize,
@@ -138,19 +141,30 @@ impl LlamaModelBuilder {
     /// context over the shared weights, and gets `threads / lanes` of the threads.
     ///
     /// On small CPUs several single-thread lanes serve concurrent requests faster than one lane with all threads
-    /// (measured on 2 cores with SmolLM2-135M: 4 concurrent requests ran 1.6x faster on 2 lanes of 1 thread than
-    /// one after the other on 1 lane of 2 threads, against 1.3x when batched in that one lane), while one request
-    /// alone runs about 12% slower on 1 thread than on 2. Use lanes for teams of specialists that run in
-    /// parallel; keep 1 for a single conversation. Each lane holds its own KV cache.
+    /// (measured on 2 cores with SmolLM2-135M: 4 concurrent requests ran about 1.6x faster on 2 lanes of 1
+    /// thread than one after the other on 1 lane of 2 threads, against about 1.25x when batched in that one
+    /// lane), while one request alone runs about 12% slower on 1 thread than on 2. Use lanes for teams of
+    /// specialists that run in parallel; keep 1 for a single conversation. Each lane has its own KV cache.
     pub fn lanes(mut self, lanes: usize) -> Self {
         self.lanes = lanes;
         self
     }
 
-    /// Sets how many requests each lane decodes together (default 4). Each slot has its own context window and
-    /// keeps the KV cells of its last prompt for the prefix cache.
+    /// Sets how many sequences each lane keeps (default 4). Each slot has its own context window and keeps the
+    /// KV cells of its last prompt, so a later request with the same prefix (a specialist's instructions) only
+    /// decodes the rest: more slots cache more specialists.
     pub fn slots(mut self, slots: usize) -> Self {
         self.slots = slots;
+        self
+    }
+
+    /// Sets how many requests one lane decodes together in a batch (at most `slots`).
+    ///
+    /// Default: all slots when a lane has two or more threads (batching 4 requests gave about 1.25x the
+    /// throughput of running them one by one on 2 threads), and 1 when a lane has a single thread (batching gave
+    /// 0.9x there: one thread is compute-bound). Requests beyond this wait in the lane's queue.
+    pub fn batch_requests(mut self, requests: usize) -> Self {
+        self.batch_requests = Some(requests);
         self
     }
 
@@ -237,9 +251,22 @@ impl LlamaModelBuilder {
             None => None,
         };
 
+        let lane_threads = (threads / self.lanes).max(1);
+        let active = match self.batch_requests {
+            Some(n) => n,
+            None if lane_threads == 1 => 1,
+            None => self.slots,
+        };
+        if active == 0 || active > self.slots {
+            return Err(Error::InvalidSetting {
+                setting: "batch_requests",
+                reason: format!("{active} is outside 1..=slots ({})", self.slots),
+            });
+        }
         let config = EngineConfig {
-            threads: (threads / self.lanes).max(1) as i32,
+            threads: lane_threads as i32,
             slots: self.slots as u32,
+            active: active as u32,
             slot_context: self.context as u32,
             batch: self.batch as u32,
             sliding_window: info.sliding_window.is_some(),
@@ -281,6 +308,7 @@ impl LlamaModelBuilder {
                 lanes,
                 threads,
                 slots: self.slots,
+                batch_requests: active,
                 slot_context,
                 guidance: OnceLock::new(),
             }),
@@ -304,6 +332,7 @@ impl LlamaModel {
             threads: None,
             lanes: 1,
             slots: 4,
+            batch_requests: None,
             context: 2048,
             batch: 512,
             queue: 64,
@@ -347,6 +376,11 @@ impl LlamaModel {
     /// How many requests each lane decodes together.
     pub fn slots(&self) -> usize {
         self.shared.slots
+    }
+
+    /// How many requests one lane decodes together.
+    pub fn batch_requests(&self) -> usize {
+        self.shared.batch_requests
     }
 
     /// Requests submitted and not yet finished: queued, prefilling or generating.
@@ -450,7 +484,7 @@ impl LlamaModel {
         let cached = scored
             .iter()
             .enumerate()
-            .filter(|(_, &(prefix, load))| prefix >= AFFINITY && load < self.shared.slots)
+            .filter(|(_, &(prefix, load))| prefix >= AFFINITY && load < self.shared.batch_requests)
             .max_by_key(|(_, &(prefix, load))| (prefix, std::cmp::Reverse(load)));
         if let Some((i, _)) = cached {
             return i;
