@@ -10,6 +10,17 @@
 //!   once per process; rounds alternate between the two so machine noise hits both alike. Target ≥ 0.98.
 //! - `constrained_ratio <x>`: SDK tokens/s under a JSON-Schema constraint over unconstrained tokens/s.
 //!   Target ≥ 0.95.
+//! - `prefix_ttft_ratio <x>`: time to first token of a request whose ~300-token specialist prompt is cached
+//!   (warm) over one whose prompt is not (cold). Target ≤ 0.12.
+//! - `concurrent_4_ratio <x>`: aggregate tokens/s of 4 concurrent requests over the same 4 run one after the
+//!   other, on a model with one single-thread lane per core. Target ≥ 1.7. Also printed:
+//!   `concurrent_4_ratio_vs_one_lane` (the same concurrent run over 4 sequential requests on one lane with all
+//!   threads, the best single-request set-up) and `concurrent_4_ratio_batched_one_lane` (4 requests batched in
+//!   one lane with all threads, over sequential on it).
+//! - `memory_8_specialists_ratio <x>`: resident memory of a process that ran 8 specialists (8 different
+//!   ~300-token instructions) on one model over one that ran 1. Target ≤ 1.3. Also printed:
+//!   `memory_8_models_ratio`, the same with a model loaded per specialist (what sharing saves).
+//!   Memory is measured in child processes, so each figure starts from a fresh process.
 
 use std::num::NonZeroU32;
 use std::process::Command;
@@ -29,10 +40,11 @@ struct Args {
     threads: usize,
     rounds: usize,
     raw_child: bool,
+    memory_child: Option<(usize, bool)>,
 }
 
 fn args() -> Result<Args, Box<dyn std::error::Error>> {
-    let mut a = Args { model: DEFAULT_MODEL.into(), threads: 1, rounds: 3, raw_child: false };
+    let mut a = Args { model: DEFAULT_MODEL.into(), threads: 1, rounds: 3, raw_child: false, memory_child: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -40,6 +52,8 @@ fn args() -> Result<Args, Box<dyn std::error::Error>> {
             "--threads" => a.threads = it.next().ok_or("--threads needs a number")?.parse()?,
             "--rounds" => a.rounds = it.next().ok_or("--rounds needs a number")?.parse()?,
             "--raw-child" => a.raw_child = true,
+            "--memory-child" => a.memory_child = Some((it.next().ok_or("count")?.parse()?, false)),
+            "--memory-child-separate" => a.memory_child = Some((it.next().ok_or("count")?.parse()?, true)),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -51,6 +65,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.raw_child {
         let (tokens, tps) = raw_decode(&args)?;
         println!("{tokens} {tps}");
+        return Ok(());
+    }
+    if let Some((specialists, separate)) = args.memory_child {
+        println!("{}", memory_child(&args, specialists, separate)?);
         return Ok(());
     }
     let model = LlamaModel::builder(&args.model).threads(args.threads).slots(1).load()?;
@@ -99,10 +117,158 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         free.push(u_tps);
     }
     let constrained_ratio = median(&constrained) / median(&free);
+    drop(model);
+
+    let prefix_ratio = prefix_ttft(&args)?;
+    let (concurrent, vs_one_lane, batched) = concurrency(&args)?;
+    let (memory_ratio, separate_ratio) = memory(&args)?;
 
     println!("decode_ratio_vs_raw {decode_ratio:.3}");
     println!("constrained_ratio {constrained_ratio:.3}");
+    println!("prefix_ttft_ratio {prefix_ratio:.3}");
+    println!("concurrent_4_ratio {concurrent:.3}");
+    println!("concurrent_4_ratio_vs_one_lane {vs_one_lane:.3}");
+    println!("concurrent_4_ratio_batched_one_lane {batched:.3}");
+    println!("memory_8_specialists_ratio {memory_ratio:.3}");
+    println!("memory_8_models_ratio {separate_ratio:.3}");
     Ok(())
+}
+
+/// A specialist's instructions of about 300 tokens; `n` makes each specialist's text differ from the start.
+fn specialist_prompt(n: usize) -> String {
+    const JOBS: [&str; 8] = ["flights", "hotels", "sights", "restaurants", "trains", "weather", "visas", "budget"];
+    let job = JOBS[n % JOBS.len()];
+    format!(
+        "Specialist {n} of the travel team: you handle {job} and nothing else. You receive one task at a time from \
+         the manager, written in plain English, and you answer with the facts the manager needs to build the plan. \
+         Work step by step. First read the task and find the city, the dates and the number of travellers. If the \
+         task names a city you do not know, say so plainly instead of guessing. Use only the data your tools \
+         return; never invent names, prices, times or numbers. When several options fit, list at most three, the \
+         cheapest first, each on one line with its price in euros. Prices include taxes. Dates are written as \
+         YYYY-MM-DD and times as HH:MM on a 24-hour clock. If the task asks for something outside {job}, answer \
+         that another specialist handles it and stop. Keep every answer under eighty words. Do not greet, do not \
+         apologise, and do not repeat the task. The traveller's personal data (names, emails, phone numbers, card \
+         numbers) must never appear in your answer. If the tools fail, report the failure in one sentence so that \
+         the manager can try again or ask another specialist. Remember: you are specialist {n}, for {job} only, \
+         and your answers are read by code before a person sees them, so keep to the format."
+    )
+}
+
+fn block<T>(f: impl std::future::Future<Output = slm_agents::Result<T>>) -> slm_agents::Result<T> {
+    futures::executor::block_on(f)
+}
+
+fn prefix_ttft(args: &Args) -> Result<f64, Box<dyn std::error::Error>> {
+    let model = LlamaModel::builder(&args.model).threads(args.threads).load()?;
+    let ask = |n: usize, question: &str| {
+        Request::chat([Message::system(specialist_prompt(n)), Message::user(question)]).with_max_tokens(4)
+    };
+    block(model.complete(ask(100, "warm-up")))?;
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds.max(3) {
+        let c = block(model.complete(ask(round, "Flights from Tel Aviv to St Petersburg on Friday?")))?;
+        let w = block(model.complete(ask(round, "And on Saturday, for two people?")))?;
+        eprintln!(
+            "  prefix round {round}: cold {:.0} ms ({} prompt tokens, {} cached), warm {:.0} ms ({} prompt, {} cached)",
+            c.usage.time_to_first_token.as_secs_f64() * 1e3,
+            c.usage.prompt_tokens,
+            c.usage.cached_prompt_tokens,
+            w.usage.time_to_first_token.as_secs_f64() * 1e3,
+            w.usage.prompt_tokens,
+            w.usage.cached_prompt_tokens,
+        );
+        cold.push(c.usage.time_to_first_token.as_secs_f64());
+        warm.push(w.usage.time_to_first_token.as_secs_f64());
+    }
+    Ok(median(&warm) / median(&cold))
+}
+
+fn story(i: usize) -> Request {
+    Request::chat([Message::user(format!("Write a long story, number {i}, about a lighthouse keeper."))])
+        .with_max_tokens(128)
+}
+
+/// Aggregate generated tokens per second of `requests` run one after the other, or all at once.
+fn throughput(model: &LlamaModel, concurrent: bool) -> slm_agents::Result<f64> {
+    let started = Instant::now();
+    let tokens: usize = if concurrent {
+        let all = block(async { Ok(futures::future::join_all((0..4).map(|i| model.complete(story(i)))).await) })?;
+        all.into_iter().map(|c| c.map(|c| c.usage.completion_tokens)).sum::<slm_agents::Result<usize>>()?
+    } else {
+        let mut n = 0;
+        for i in 0..4 {
+            n += block(model.complete(story(i)))?.usage.completion_tokens;
+        }
+        n
+    };
+    Ok(tokens as f64 / started.elapsed().as_secs_f64())
+}
+
+fn concurrency(args: &Args) -> Result<(f64, f64, f64), Box<dyn std::error::Error>> {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from).max(2);
+    let lanes = LlamaModel::builder(&args.model).threads(cores).lanes(cores).load()?;
+    let one = LlamaModel::builder(&args.model).threads(cores).load()?;
+    throughput(&lanes, false)?;
+    throughput(&one, false)?;
+    let (mut l_seq, mut l_conc, mut o_seq, mut o_conc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        let (a, b) = (throughput(&lanes, false)?, throughput(&lanes, true)?);
+        let (c, d) = (throughput(&one, false)?, throughput(&one, true)?);
+        eprintln!(
+            "  concurrency round {round}: {cores} lanes x 1 thread: sequential {a:.0} tok/s, concurrent {b:.0}; \
+             1 lane x {cores} threads: sequential {c:.0}, batched {d:.0}"
+        );
+        l_seq.push(a);
+        l_conc.push(b);
+        o_seq.push(c);
+        o_conc.push(d);
+    }
+    Ok((median(&l_conc) / median(&l_seq), median(&l_conc) / median(&o_seq), median(&o_conc) / median(&o_seq)))
+}
+
+fn memory(args: &Args) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let run = |n: usize, separate: bool| -> Result<f64, Box<dyn std::error::Error>> {
+        let flag = if separate { "--memory-child-separate" } else { "--memory-child" };
+        let out = Command::new(std::env::current_exe()?)
+            .args([flag, &n.to_string(), "--model", &args.model, "--threads", &args.threads.to_string()])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("memory child failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+    };
+    let one = run(1, false)?;
+    let eight = run(8, false)?;
+    let separate = run(8, true)?;
+    eprintln!(
+        "  memory: 1 specialist {:.0} MiB, 8 specialists on one model {:.0} MiB, 8 models {:.0} MiB",
+        one / 1024.0,
+        eight / 1024.0,
+        separate / 1024.0
+    );
+    Ok((eight / one, separate / one))
+}
+
+/// Runs `n` specialists (different instructions) on one model, or on a model each, and returns the resident
+/// memory in KiB.
+fn memory_child(args: &Args, n: usize, separate: bool) -> Result<f64, Box<dyn std::error::Error>> {
+    let load = || LlamaModel::builder(&args.model).threads(args.threads).load();
+    let shared = load()?;
+    let mut models = Vec::new();
+    for i in 0..n {
+        let model = if separate { load()? } else { shared.clone() };
+        let request = Request::chat([Message::system(specialist_prompt(i)), Message::user("Plan for Friday?")])
+            .with_max_tokens(16);
+        block(model.complete(request))?;
+        models.push(model);
+    }
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .ok_or("no VmRSS in /proc/self/status")?;
+    Ok(rss)
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -181,3 +181,33 @@ fn worker_threads(name: &str) -> usize {
         .filter(|comm| comm.trim() == &name[..name.len().min(15)])
         .count()
 }
+
+#[tokio::test]
+async fn lanes_decode_in_parallel_and_keep_each_specialists_prefix() {
+    // Two lanes of one thread each over one loaded model.
+    let model = LlamaModel::builder(support::smollm2_path()).threads(2).lanes(2).slots(2).load().unwrap();
+    assert_eq!((model.lanes(), model.batch_requests()), (2, 1));
+    let flights = Message::system("You are the flights specialist of a travel team. ".repeat(12));
+    let hotels = Message::system("You are the hotels specialist of a travel team. ".repeat(12));
+    let ask = |system: &Message, q: &str| Request::chat([system.clone(), Message::user(q)]).with_max_tokens(24);
+
+    // First round: each specialist's instructions are computed once, in parallel on the two lanes.
+    let (a, b) = futures::join!(
+        model.complete(ask(&flights, "Tel Aviv to Paris?")),
+        model.complete(ask(&hotels, "Paris, 2 nights?"))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.usage.cached_prompt_tokens < 10 && b.usage.cached_prompt_tokens < 10);
+
+    // Second round, in the other order: each request goes to the lane that holds its prefix.
+    for _ in 0..2 {
+        let (b, a) = futures::join!(
+            model.complete(ask(&hotels, "Rome, 3 nights?")),
+            model.complete(ask(&flights, "Paris to Rome?"))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.usage.cached_prompt_tokens > 100, "flights prefix reused: {:?}", a.usage);
+        assert!(b.usage.cached_prompt_tokens > 100, "hotels prefix reused: {:?}", b.usage);
+    }
+    assert_eq!(model.in_flight(), 0);
+}

@@ -304,9 +304,12 @@ impl Engine<'_> {
     fn accept(&mut self, job: Job) {
         match job {
             Job::Embed(job) => {
-                if !job.reply.is_canceled() {
-                    let result = self.embed(&job.texts);
-                    let _ = job.reply.send(result);
+                let EmbedJob { texts, reply, _ticket: ticket } = job;
+                if !reply.is_canceled() {
+                    let result = self.embed(&texts);
+                    // Out of the load count before the caller hears back, so its next request sees a free lane.
+                    drop(ticket);
+                    let _ = reply.send(result);
                 }
             }
             Job::Generate(job) => {
@@ -433,7 +436,7 @@ impl Engine<'_> {
                 let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
                 slot.cached.clear();
                 self.view.set_cached(idx, &[]);
-                active.sink.finish(Err(Error::Decode { reason: reason.to_owned() }));
+                active.end(Err(Error::Decode { reason: reason.to_owned() }));
             }
         }
     }
@@ -448,9 +451,8 @@ impl Engine<'_> {
         let token = match sampled {
             Ok(t) => LlamaToken(t as i32),
             Err(e) => {
-                let active = slot.active.take().map(|a| a.sink);
-                if let Some(sink) = active {
-                    sink.finish(Err(Error::Decode { reason: format!("constraint failed: {}", e.0) }));
+                if let Some(active) = slot.active.take() {
+                    active.end(Err(Error::Decode { reason: format!("constraint failed: {}", e.0) }));
                 }
                 return;
             }
@@ -462,8 +464,8 @@ impl Engine<'_> {
         }
         if let Some(m) = active.matcher.as_mut() {
             if let Err(e) = m.consume_token(token.0 as u32) {
-                if let Some(a) = slot.active.take() {
-                    a.sink.finish(Err(Error::Decode { reason: format!("constraint failed: {e}") }));
+                if let Some(active) = slot.active.take() {
+                    active.end(Err(Error::Decode { reason: format!("constraint failed: {e}") }));
                 }
                 return;
             }
@@ -549,7 +551,17 @@ fn finish(slot: &mut Slot, reason: FinishReason) {
         },
     };
     tracing::trace!(seq = slot.seq, ?reason, tokens = active.generated, "request finished");
-    active.sink.finish(Ok(completion));
+    active.end(Ok(completion));
+}
+
+impl Active {
+    /// Ends the request: out of the lane's load count first, so that a caller who reacts to the answer with a
+    /// new request sees the lane as free, then the answer.
+    fn end(self, result: Result<Completion>) {
+        let Active { sink, _ticket: ticket, .. } = self;
+        drop(ticket);
+        sink.finish(result);
+    }
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
