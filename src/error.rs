@@ -151,6 +151,37 @@ pub enum Error {
         reason: String,
     },
 
+    /// A tool call of a specialist failed (after the failures fed back to the model ran out).
+    #[error("specialist `{specialist}`: tool `{tool}` failed")]
+    Tool {
+        /// The specialist.
+        specialist: String,
+        /// The tool.
+        tool: String,
+        /// What went wrong.
+        #[source]
+        source: crate::tool::ToolError,
+    },
+
+    /// A specialist used all its model turns without answering.
+    #[error("specialist `{specialist}` did not answer within {steps} steps")]
+    MaxSteps {
+        /// The specialist.
+        specialist: String,
+        /// Its step limit.
+        steps: usize,
+    },
+
+    /// Something failed inside a specialist (a model error, an invalid answer, ...).
+    #[error("specialist `{specialist}` failed")]
+    Specialist {
+        /// The specialist.
+        specialist: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The model's worker thread has stopped (it panicked, or the model was dropped).
     #[error("the model worker has stopped")]
     WorkerStopped,

@@ -5,7 +5,10 @@
 
 mod error;
 pub mod model;
+pub mod run;
+pub mod specialist;
 pub mod structured;
+pub mod tool;
 
 pub use error::{Error, Result};
 
@@ -14,6 +17,9 @@ pub mod prelude {
     pub use crate::model::{
         Completion, Constraint, LanguageModel, LlamaModel, Message, Request, Role, Sampling, TokenStream, Usage,
     };
+    pub use crate::run::{MemoryRecorder, RunContext};
+    pub use crate::specialist::{ModelSpecialist, Specialist, SpecialistCard};
     pub use crate::structured::{Generated, OutputSchema, StructuredExt};
+    pub use crate::tool::{tool_fn, DynTool, Tool, ToolError, Toolbox};
     pub use crate::{Error, Result};
 }

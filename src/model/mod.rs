@@ -8,10 +8,15 @@
 
 mod llama;
 mod request;
+#[cfg(feature = "test-util")]
+mod scripted;
 mod stream;
 
 pub use llama::{LlamaModel, LlamaModelBuilder};
 pub use request::{Completion, Constraint, FinishReason, Message, Prompt, Request, Role, Sampling, Usage};
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub use scripted::ScriptedModel;
 pub use stream::TokenStream;
 
 use crate::Result;

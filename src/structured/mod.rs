@@ -26,7 +26,9 @@
 
 mod schema;
 
-pub use schema::{OutputSchema, DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING, DEFAULT_NUMBER_BOUND};
+pub(crate) use schema::short_type_name;
+
+pub use schema::{inline_schema_for, OutputSchema, DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING, DEFAULT_NUMBER_BOUND};
 
 use serde::de::DeserializeOwned;
 

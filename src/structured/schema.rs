@@ -118,7 +118,18 @@ impl OutputSchema {
     }
 }
 
-fn short_type_name<T>() -> String {
+/// The JSON Schema of `T` with every subschema inlined (no `$defs`), ready to be nested in a larger schema
+/// such as a tool-call grammar. Recursive types keep their `$ref`s and cannot be nested.
+pub fn inline_schema_for<T: JsonSchema>() -> Value {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true);
+    let mut value = settings.into_generator().into_root_schema_for::<T>().to_value();
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("$schema");
+    }
+    value
+}
+
+pub(crate) fn short_type_name<T>() -> String {
     // `alloc::vec::Vec<my_crate::Meeting>` -> `Vec<Meeting>`
     let full = std::any::type_name::<T>();
     let mut out = String::with_capacity(full.len());

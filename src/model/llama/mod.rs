@@ -27,7 +27,7 @@ use llguidance::{Matcher, ParserFactory};
 use self::engine::{EmbedJob, EngineConfig, GenerateJob, Job, LaneShared, LaneView, Sink};
 use self::template::ChatTemplate;
 use super::stream::TokenStream;
-use super::{Completion, Constraint, LanguageModel, Message, Prompt, Request};
+use super::{Completion, Constraint, LanguageModel, Message, Prompt, Request, Role};
 use crate::{Error, Result};
 
 static NATIVE_LOGS: AtomicBool = AtomicBool::new(false);
@@ -400,7 +400,22 @@ impl LlamaModel {
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
         let template =
             self.shared.template.as_ref().ok_or_else(|| Error::NoChatTemplate { model: self.shared.name.clone() })?;
-        template.render(messages, true).map_err(|source| Error::Template { model: self.shared.name.clone(), source })
+        match template.render(messages, true) {
+            Ok(text) => Ok(text),
+            // Many templates know no `tool` role and raise; show tool results as user messages instead.
+            Err(_) if messages.iter().any(|m| m.role == Role::Tool) => {
+                let plain: Vec<Message> = messages
+                    .iter()
+                    .map(|m| match m.role {
+                        Role::Tool => Message::user(format!("Tool result: {}", m.content)),
+                        _ => m.clone(),
+                    })
+                    .collect();
+                template.render(&plain, true)
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|source| Error::Template { model: self.shared.name.clone(), source })
     }
 
     /// Counts the tokens of a text as the model would see it in a raw prompt.

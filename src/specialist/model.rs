@@ -1,0 +1,514 @@
+//! The model-backed specialist and its tool loop.
+
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::{Specialist, SpecialistCard};
+use crate::model::{LanguageModel, Message, Request, Sampling};
+use crate::run::{ModelCallEvent, RunContext, RunEvent, ToolCallEvent};
+use crate::structured::{inline_schema_for, OutputSchema};
+use crate::tool::{DynTool, Tool, ToolError, Toolbox};
+use crate::{Error, Result};
+
+/// A specialist backed by a language model, with tools and a typed answer.
+///
+/// ```no_run
+/// use schemars::JsonSchema;
+/// use serde::Deserialize;
+/// use slm_agents::prelude::*;
+/// use slm_agents::tool::tool_fn;
+///
+/// #[derive(Deserialize, JsonSchema)]
+/// struct Search {
+///     from: String,
+///     to: String,
+/// }
+///
+/// #[derive(Debug, Deserialize, JsonSchema)]
+/// struct Answer {
+///     flight: String,
+/// }
+///
+/// # async fn demo() -> slm_agents::Result<()> {
+/// let slm = LlamaModel::builder("models/SmolLM2-135M-Instruct.Q4_1.gguf").load()?;
+/// let search = tool_fn("search_flights", "Finds flights between two cities", |a: Search| async move {
+///     Ok::<_, std::io::Error>(vec![format!("LY123 {} -> {}", a.from, a.to)])
+/// });
+/// let flights = ModelSpecialist::builder("flights")
+///     .description("Finds flights between two cities")
+///     .model(slm)
+///     .instructions("You find flights with the search_flights tool.")
+///     .tool_dyn(std::sync::Arc::new(search))
+///     .output::<Answer>()
+///     .build()?;
+/// let answer = flights.run("Tel Aviv to Paris".to_string(), &RunContext::new()).await?;
+/// # Ok(()) }
+/// ```
+pub struct ModelSpecialist<I = String, O = String> {
+    card: SpecialistCard,
+    model: Arc<dyn LanguageModel>,
+    system: String,
+    tools: Toolbox,
+    decoding: OutputSchema,
+    answer_turn: OutputSchema,
+    answer: OutputSchema,
+    sampling: Sampling,
+    max_steps: usize,
+    max_tool_calls: Option<usize>,
+    max_tool_errors: usize,
+    tool_timeout: Duration,
+    max_tokens: u32,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<I, O> std::fmt::Debug for ModelSpecialist<I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSpecialist")
+            .field("name", &self.card.name)
+            .field("model", &self.model.name())
+            .field("tools", &self.tools)
+            .field("max_steps", &self.max_steps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ModelSpecialist`]; from [`ModelSpecialist::builder`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ModelSpecialistBuilder<I = String, O = String> {
+    card: SpecialistCard,
+    model: Option<Arc<dyn LanguageModel>>,
+    instructions: String,
+    tools: Result<Toolbox>,
+    sampling: Sampling,
+    max_steps: usize,
+    max_tool_calls: Option<usize>,
+    max_tool_errors: usize,
+    tool_timeout: Duration,
+    max_tokens: u32,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<I, O> std::fmt::Debug for ModelSpecialistBuilder<I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSpecialistBuilder").field("card", &self.card).finish_non_exhaustive()
+    }
+}
+
+impl ModelSpecialist {
+    /// Starts building a specialist named `name` (input and output `String` until set otherwise).
+    pub fn builder(name: impl Into<String>) -> ModelSpecialistBuilder {
+        ModelSpecialistBuilder {
+            card: SpecialistCard { name: name.into(), description: String::new(), examples: Vec::new() },
+            model: None,
+            instructions: String::new(),
+            tools: Ok(Toolbox::new()),
+            sampling: Sampling::greedy(),
+            max_steps: 4,
+            max_tool_calls: None,
+            max_tool_errors: 2,
+            tool_timeout: Duration::from_secs(30),
+            max_tokens: 256,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<I, O> ModelSpecialistBuilder<I, O> {
+    /// What the specialist does (for routers and managers).
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.card.description = description.into();
+        self
+    }
+
+    /// Adds an example task (for routers and managers).
+    pub fn example(mut self, task: impl Into<String>) -> Self {
+        self.card.examples.push(task.into());
+        self
+    }
+
+    /// The model that does the work. Many specialists can share one model handle (and its loaded weights).
+    pub fn model(mut self, model: impl LanguageModel + 'static) -> Self {
+        self.model = Some(Arc::new(model));
+        self
+    }
+
+    /// The model, already behind an `Arc<dyn LanguageModel>`.
+    pub fn model_arc(mut self, model: Arc<dyn LanguageModel>) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// The specialist's instructions (its system prompt). Tool descriptions and the answer format are added.
+    pub fn instructions(mut self, instructions: impl Into<String>) -> Self {
+        self.instructions = instructions.into();
+        self
+    }
+
+    /// Adds a typed tool.
+    pub fn tool<T: Tool>(mut self, tool: T) -> Self {
+        self.tools = self.tools.and_then(|t| t.with(tool));
+        self
+    }
+
+    /// Adds a tool held as a trait object (for example one made with [`tool_fn`](crate::tool::tool_fn)).
+    pub fn tool_dyn(mut self, tool: Arc<dyn DynTool>) -> Self {
+        self.tools = self.tools.and_then(|t| t.with_dyn(tool));
+        self
+    }
+
+    /// Uses a whole toolbox (replacing tools added before).
+    pub fn toolbox(mut self, tools: Toolbox) -> Self {
+        self.tools = Ok(tools);
+        self
+    }
+
+    /// Sampling settings for every turn (default greedy).
+    pub fn sampling(mut self, sampling: Sampling) -> Self {
+        self.sampling = sampling;
+        self
+    }
+
+    /// The most model turns in one run (default 4); more is [`Error::MaxSteps`].
+    pub fn max_steps(mut self, steps: usize) -> Self {
+        self.max_steps = steps;
+        self
+    }
+
+    /// After this many successful tool calls, the model may only answer (default: no limit but `max_steps`).
+    ///
+    /// Whatever the limit, a call identical to one that already succeeded is not run again: the model is made
+    /// to answer instead (small models tend to repeat a call rather than read its result).
+    pub fn max_tool_calls(mut self, calls: usize) -> Self {
+        self.max_tool_calls = Some(calls);
+        self
+    }
+
+    /// How many failed tool calls are fed back to the model before the run fails (default 2).
+    pub fn max_tool_errors(mut self, errors: usize) -> Self {
+        self.max_tool_errors = errors;
+        self
+    }
+
+    /// How long one tool call may take (default 30 s).
+    pub fn tool_timeout(mut self, timeout: Duration) -> Self {
+        self.tool_timeout = timeout;
+        self
+    }
+
+    /// The token limit of one model turn (default 256).
+    pub fn max_tokens(mut self, tokens: u32) -> Self {
+        self.max_tokens = tokens;
+        self
+    }
+
+    /// Sets the input type: anything serializable; a string is given to the model as it is, anything else as
+    /// JSON.
+    pub fn input<I2: Serialize + Send + Sync + 'static>(self) -> ModelSpecialistBuilder<I2, O> {
+        self.retype()
+    }
+
+    /// Sets the output type: the answer is grammar-constrained to its JSON Schema.
+    pub fn output<O2: JsonSchema + DeserializeOwned + Send + 'static>(self) -> ModelSpecialistBuilder<I, O2> {
+        self.retype()
+    }
+
+    fn retype<I2, O2>(self) -> ModelSpecialistBuilder<I2, O2> {
+        ModelSpecialistBuilder {
+            card: self.card,
+            model: self.model,
+            instructions: self.instructions,
+            tools: self.tools,
+            sampling: self.sampling,
+            max_steps: self.max_steps,
+            max_tool_calls: self.max_tool_calls,
+            max_tool_errors: self.max_tool_errors,
+            tool_timeout: self.tool_timeout,
+            max_tokens: self.max_tokens,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<I, O> ModelSpecialistBuilder<I, O>
+where
+    I: Serialize + Send + Sync + 'static,
+    O: JsonSchema + DeserializeOwned + Send + 'static,
+{
+    /// Builds the specialist.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] without a model, with an empty name, zero steps, or tools with clashing or bad
+    /// names; [`Error::Schema`] if a schema cannot be used.
+    pub fn build(self) -> Result<ModelSpecialist<I, O>> {
+        let name = self.card.name.clone();
+        if name.trim().is_empty() {
+            return Err(Error::InvalidSetting { setting: "name", reason: "a specialist needs a name".into() });
+        }
+        let model = self.model.ok_or_else(|| Error::InvalidSetting {
+            setting: "model",
+            reason: format!("specialist `{name}` has no model"),
+        })?;
+        if self.max_steps == 0 {
+            return Err(Error::InvalidSetting { setting: "max_steps", reason: "must be at least 1".into() });
+        }
+        let tools = self.tools?;
+        let answer_schema = inline_schema_for::<O>();
+        let answer = OutputSchema::from_value(crate::structured::short_type_name::<O>(), answer_schema.clone())?;
+        let mut turns: Vec<Value> = tools
+            .names()
+            .map(|tool| {
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "tool": { "const": tool },
+                        "arguments": tools.parameters(tool).cloned().unwrap_or(json!({})),
+                    },
+                    "required": ["tool", "arguments"],
+                    "additionalProperties": false,
+                })
+            })
+            .collect();
+        let answer_object = json!({
+            "type": "object",
+            "properties": { "answer": answer_schema },
+            "required": ["answer"],
+            "additionalProperties": false,
+        });
+        turns.push(answer_object.clone());
+        let decoding = OutputSchema::from_value(format!("turn of {name}"), json!({ "anyOf": turns }))?;
+        let answer_turn = OutputSchema::from_value(format!("answer of {name}"), answer_object)?;
+        let system = system_prompt(&self.instructions, &tools);
+        Ok(ModelSpecialist {
+            card: self.card,
+            model,
+            system,
+            tools,
+            decoding,
+            answer_turn,
+            answer,
+            sampling: self.sampling,
+            max_steps: self.max_steps,
+            max_tool_calls: self.max_tool_calls,
+            max_tool_errors: self.max_tool_errors,
+            tool_timeout: self.tool_timeout,
+            max_tokens: self.max_tokens,
+            _types: PhantomData,
+        })
+    }
+}
+
+/// The system prompt: the host's instructions, the tools in a compact form, and the reply format.
+fn system_prompt(instructions: &str, tools: &Toolbox) -> String {
+    let mut out = instructions.trim().to_owned();
+    if !tools.is_empty() {
+        out.push_str("\n\nTools:\n");
+        for name in tools.names() {
+            let description = tools.get(name).map(|t| t.description()).unwrap_or_default();
+            let params = tools.parameters(name).map(describe_parameters).unwrap_or_default();
+            out.push_str(&format!("- {name}({params}): {description}\n"));
+        }
+        out.push_str(
+            "\nReply with one JSON object: {\"tool\": \"<name>\", \"arguments\": {...}} to call a tool, \
+             or {\"answer\": ...} once you have what you need.",
+        );
+    } else {
+        out.push_str("\n\nReply with one JSON object: {\"answer\": ...}.");
+    }
+    out
+}
+
+/// `from: string, to: string, date: string (YYYY-MM-DD)` from a JSON Schema's properties.
+fn describe_parameters(schema: &Value) -> String {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else { return String::new() };
+    props
+        .iter()
+        .map(|(name, p)| {
+            let ty = match p.get("type") {
+                Some(Value::String(t)) => t.clone(),
+                Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|"),
+                _ if p.get("enum").is_some() => "enum".to_owned(),
+                _ => "value".to_owned(),
+            };
+            match p.get("description").and_then(Value::as_str) {
+                Some(d) => format!("{name}: {ty} ({})", d.trim_end_matches('.')),
+                None => format!("{name}: {ty}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What one model turn asked for.
+enum Turn {
+    Call { tool: String, arguments: Value },
+    Answer(Value),
+}
+
+fn parse_turn(value: Value) -> Option<Turn> {
+    let Value::Object(mut obj) = value else { return None };
+    if let Some(answer) = obj.remove("answer") {
+        return Some(Turn::Answer(answer));
+    }
+    let tool = obj.remove("tool")?.as_str()?.to_owned();
+    let arguments = obj.remove("arguments").unwrap_or(Value::Object(Map::new()));
+    Some(Turn::Call { tool, arguments })
+}
+
+impl<I, O> ModelSpecialist<I, O>
+where
+    I: Serialize + Send + Sync + 'static,
+    O: JsonSchema + DeserializeOwned + Send + 'static,
+{
+    /// The tools this specialist may call.
+    pub fn tools(&self) -> &Toolbox {
+        &self.tools
+    }
+
+    /// The full system prompt the model sees (instructions, tools, reply format).
+    pub fn system_prompt(&self) -> &str {
+        &self.system
+    }
+
+    fn name(&self) -> &str {
+        &self.card.name
+    }
+
+    fn in_specialist(&self, source: Error) -> Error {
+        Error::Specialist { specialist: self.card.name.clone(), source: Box::new(source) }
+    }
+
+    async fn call_tool(&self, tool: &str, arguments: Value) -> Result<Value, ToolError> {
+        self.tools.validate(tool, &arguments)?;
+        let call = AssertUnwindSafe(self.tools.call(tool, arguments)).catch_unwind();
+        let timeout = futures_timer::Delay::new(self.tool_timeout);
+        futures::pin_mut!(call);
+        match futures::future::select(call, timeout).await {
+            futures::future::Either::Left((Ok(result), _)) => result,
+            futures::future::Either::Left((Err(panic), _)) => Err(ToolError::Panicked(panic_message(&*panic))),
+            futures::future::Either::Right(((), _)) => Err(ToolError::Timeout(self.tool_timeout)),
+        }
+    }
+
+    async fn run_loop(&self, input: I, ctx: &RunContext) -> Result<O> {
+        let task = match serde_json::to_value(&input) {
+            Ok(Value::String(s)) => s,
+            Ok(other) => other.to_string(),
+            Err(e) => return Err(Error::InvalidRequest { reason: format!("input cannot be serialized: {e}") }),
+        };
+        let mut messages = vec![Message::system(self.system.clone()), Message::user(task)];
+        let mut tool_errors = 0;
+        let mut done_calls: Vec<(String, Value)> = Vec::new();
+        let mut answer_only = self.tools.is_empty();
+        for step in 0..self.max_steps {
+            let schema = if answer_only { &self.answer_turn } else { &self.decoding };
+            let request = Request::chat(messages.clone())
+                .with_sampling(self.sampling)
+                .with_max_tokens(self.max_tokens)
+                .with_constraint(schema.constraint());
+            let started = Instant::now();
+            let result = self.model.complete(request).await;
+            ctx.record(RunEvent::ModelCall(ModelCallEvent {
+                specialist: self.name().to_owned(),
+                model: self.model.name().to_owned(),
+                step,
+                messages: messages.clone(),
+                output: result.as_ref().ok().map(|c| c.text.clone()),
+                error: result.as_ref().err().map(ToString::to_string),
+                usage: result.as_ref().ok().map(|c| c.usage),
+                latency: started.elapsed(),
+            }));
+            let completion = result?;
+            let value: Value = schema.parse(&completion)?;
+            match parse_turn(value) {
+                Some(Turn::Answer(answer)) => {
+                    let text = answer.to_string();
+                    let c = crate::model::Completion { text, ..completion };
+                    return self.answer.parse::<O>(&c);
+                }
+                Some(Turn::Call { tool, arguments }) => {
+                    if done_calls.iter().any(|(t, a)| *t == tool && *a == arguments) {
+                        tracing::debug!(specialist = %self.name(), %tool, "repeated call; asking for the answer");
+                        answer_only = true;
+                        continue;
+                    }
+                    let started = Instant::now();
+                    let result = self.call_tool(&tool, arguments.clone()).await;
+                    ctx.record(RunEvent::ToolCall(ToolCallEvent {
+                        specialist: self.name().to_owned(),
+                        tool: tool.clone(),
+                        arguments: arguments.clone(),
+                        result: result.as_ref().ok().cloned(),
+                        error: result.as_ref().err().map(ToolError::full_message),
+                        latency: started.elapsed(),
+                    }));
+                    messages.push(Message::assistant(completion.text.trim()));
+                    match result {
+                        Ok(output) => {
+                            messages.push(Message::tool(output.to_string()));
+                            done_calls.push((tool, arguments));
+                            answer_only |= self.max_tool_calls.is_some_and(|max| done_calls.len() >= max);
+                        }
+                        Err(error) => {
+                            tool_errors += 1;
+                            tracing::debug!(specialist = %self.name(), %tool, error = %error.full_message(), "tool failed");
+                            if tool_errors > self.max_tool_errors {
+                                return Err(Error::Tool { specialist: self.name().to_owned(), tool, source: error });
+                            }
+                            messages.push(Message::tool(json!({ "error": error.full_message() }).to_string()));
+                        }
+                    }
+                }
+                None => {
+                    return Err(Error::Validation {
+                        type_name: format!("turn of {}", self.name()),
+                        reason: "neither a tool call nor an answer".into(),
+                        output: completion.text,
+                    })
+                }
+            }
+        }
+        Err(Error::MaxSteps { specialist: self.name().to_owned(), steps: self.max_steps })
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
+
+#[async_trait::async_trait]
+impl<I, O> Specialist for ModelSpecialist<I, O>
+where
+    I: Serialize + Send + Sync + 'static,
+    O: JsonSchema + DeserializeOwned + Send + 'static,
+{
+    type Input = I;
+    type Output = O;
+
+    fn card(&self) -> &SpecialistCard {
+        &self.card
+    }
+
+    async fn run(&self, input: I, ctx: &RunContext) -> Result<O> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!("specialist", name = %self.card.name);
+        match self.run_loop(input, ctx).instrument(span).await {
+            Ok(out) => Ok(out),
+            Err(e @ (Error::Tool { .. } | Error::MaxSteps { .. } | Error::Specialist { .. })) => Err(e),
+            Err(e) => Err(self.in_specialist(e)),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Tools: typed functions a specialist's model may call.
+//!
+//! A [`Tool`] has a constant name, a description, typed arguments whose JSON Schema is derived with schemars,
+//! a typed output and its own error type. Hosts that hold different tools together use the object-safe
+//! [`DynTool`], which every `Tool` implements through a blanket impl, and a [`Toolbox`] keyed by name. A plain
+//! async closure becomes a tool with [`tool_fn`].
+//!
+//! ```
+//! use schemars::JsonSchema;
+//! use serde::{Deserialize, Serialize};
+//! use slm_agents::tool::{Tool, Toolbox};
+//!
+//! #[derive(Deserialize, JsonSchema)]
+//! struct WeatherArgs {
+//!     /// The city, e.g. "Lisbon".
+//!     city: String,
+//! }
+//!
+//! #[derive(Serialize)]
+//! struct Weather {
+//!     celsius: i32,
+//! }
+//!
+//! struct GetWeather;
+//!
+//! impl Tool for GetWeather {
+//!     const NAME: &'static str = "get_weather";
+//!     type Args = WeatherArgs;
+//!     type Output = Weather;
+//!     type Error = std::io::Error;
+//!
+//!     fn description(&self) -> String {
+//!         "Current temperature in a city".into()
+//!     }
+//!
+//!     async fn call(&self, args: WeatherArgs) -> Result<Weather, std::io::Error> {
+//!         Ok(Weather { celsius: if args.city == "Lisbon" { 21 } else { 12 } })
+//!     }
+//! }
+//!
+//! let tools = Toolbox::new().with(GetWeather).expect("unique names");
+//! assert_eq!(tools.names().collect::<Vec<_>>(), ["get_weather"]);
+//! ```
+
+mod toolbox;
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use toolbox::Toolbox;
+
+/// A typed tool.
+///
+/// `NAME` is what the model writes to call it (letters, digits, `_` and `-`); the description and the schema
+/// of `Args` (field doc comments included) are what the model reads to decide when and how.
+pub trait Tool: Send + Sync + 'static {
+    /// The name the model calls the tool by.
+    const NAME: &'static str;
+    /// The arguments, deserialized from the model's JSON after validation against their schema.
+    type Args: DeserializeOwned + JsonSchema + Send + 'static;
+    /// The result, serialized to JSON and shown to the model.
+    type Output: Serialize + Send + 'static;
+    /// The tool's own error; its message is shown to the model so it can retry.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// What the tool does, for the model.
+    fn description(&self) -> String;
+
+    /// Runs the tool.
+    fn call(&self, args: Self::Args) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
+}
+
+/// Why a tool call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// The arguments do not match the tool's schema.
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    /// The tool returned an error.
+    #[error("the tool failed")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The tool panicked; the panic was caught.
+    #[error("the tool panicked: {0}")]
+    Panicked(String),
+    /// The tool did not finish in time.
+    #[error("the tool did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The tool's output could not be serialized to JSON.
+    #[error("the tool's output cannot be serialized")]
+    Output(#[source] serde_json::Error),
+}
+
+impl ToolError {
+    /// The message with its causes, as shown to the model.
+    pub fn full_message(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
+/// The object-safe twin of [`Tool`]: JSON in, JSON out. Every `Tool` is a `DynTool`.
+#[async_trait::async_trait]
+pub trait DynTool: Send + Sync {
+    /// The name the model calls the tool by.
+    fn name(&self) -> &str;
+    /// What the tool does, for the model.
+    fn description(&self) -> String;
+    /// The JSON Schema of the arguments (subschemas inlined).
+    fn parameters(&self) -> Value;
+    /// Calls the tool with JSON arguments (already validated against [`parameters`](Self::parameters)).
+    async fn call_json(&self, arguments: Value) -> Result<Value, ToolError>;
+}
+
+#[async_trait::async_trait]
+impl<T: Tool> DynTool for T {
+    fn name(&self) -> &str {
+        T::NAME
+    }
+    fn description(&self) -> String {
+        Tool::description(self)
+    }
+    fn parameters(&self) -> Value {
+        crate::structured::inline_schema_for::<T::Args>()
+    }
+    async fn call_json(&self, arguments: Value) -> Result<Value, ToolError> {
+        let args: T::Args =
+            serde_json::from_value(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        let output = self.call(args).await.map_err(|e| ToolError::Failed(Box::new(e)))?;
+        serde_json::to_value(output).map_err(ToolError::Output)
+    }
+}
+
+/// A tool made from an async closure by [`tool_fn`].
+pub struct FnTool<A, O, E, F> {
+    name: String,
+    description: String,
+    f: F,
+    _types: PhantomData<fn(A) -> Result<O, E>>,
+}
+
+impl<A, O, E, F> std::fmt::Debug for FnTool<A, O, E, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnTool").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Turns a typed async closure into a tool, without writing a struct.
+///
+/// ```
+/// use schemars::JsonSchema;
+/// use serde::Deserialize;
+/// use slm_agents::tool::{tool_fn, DynTool};
+///
+/// #[derive(Deserialize, JsonSchema)]
+/// struct Add {
+///     a: i64,
+///     b: i64,
+/// }
+///
+/// let add = tool_fn("add", "Adds two integers", |args: Add| async move {
+///     Ok::<_, std::convert::Infallible>(args.a + args.b)
+/// });
+/// assert_eq!(add.name(), "add");
+/// let sum = futures::executor::block_on(add.call_json(serde_json::json!({"a": 2, "b": 3}))).unwrap();
+/// assert_eq!(sum, 5);
+/// ```
+pub fn tool_fn<A, O, E, F, Fut>(name: impl Into<String>, description: impl Into<String>, f: F) -> FnTool<A, O, E, F>
+where
+    A: DeserializeOwned + JsonSchema + Send + 'static,
+    O: Serialize + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, E>> + Send + 'static,
+{
+    FnTool { name: name.into(), description: description.into(), f, _types: PhantomData }
+}
+
+#[async_trait::async_trait]
+impl<A, O, E, F, Fut> DynTool for FnTool<A, O, E, F>
+where
+    A: DeserializeOwned + JsonSchema + Send + 'static,
+    O: Serialize + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, E>> + Send + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+    fn parameters(&self) -> Value {
+        crate::structured::inline_schema_for::<A>()
+    }
+    async fn call_json(&self, arguments: Value) -> Result<Value, ToolError> {
+        let args: A = serde_json::from_value(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        let output = (self.f)(args).await.map_err(|e| ToolError::Failed(Box::new(e)))?;
+        serde_json::to_value(output).map_err(ToolError::Output)
+    }
+}
+
+/// One call of a tool, as the model wrote it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolCall {
+    /// The tool's name.
+    pub tool: String,
+    /// The arguments.
+    pub arguments: Value,
+}
