@@ -426,7 +426,9 @@ where
                 latency: started.elapsed(),
             }));
             let completion = result?;
-            let value: Value = schema.parse(&completion)?;
+            // Parsed, not validated as a whole: a bad call (possible with a model that ignores constraints) is
+            // told to the model below, like a failing tool; a bad answer is an error.
+            let value = schema.json(&completion)?;
             match parse_turn(value) {
                 Some(Turn::Answer(answer)) => {
                     let text = answer.to_string();

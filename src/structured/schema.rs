@@ -79,26 +79,29 @@ impl OutputSchema {
     /// [`Error::Incomplete`] when generation was cut off, [`Error::Validation`], [`Error::Deserialize`].
     pub fn parse<T: DeserializeOwned>(&self, completion: &Completion) -> Result<T> {
         let text = completion.text.trim();
-        let cut_off = matches!(completion.finish_reason, FinishReason::MaxTokens | FinishReason::ContextFull);
-        let instance: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(source) if cut_off => {
-                let _ = source;
-                return Err(Error::Incomplete {
-                    type_name: self.type_name.clone(),
-                    completion_tokens: completion.usage.completion_tokens,
-                    output: completion.text.clone(),
-                });
-            }
-            Err(source) => {
-                return Err(Error::Deserialize { type_name: self.type_name.clone(), output: text.to_owned(), source })
-            }
-        };
+        let instance = self.json(completion)?;
         self.validate(&instance, text)?;
         serde_json::from_value(instance).map_err(|source| Error::Deserialize {
             type_name: self.type_name.clone(),
             output: text.to_owned(),
             source,
+        })
+    }
+
+    /// Parses a completion's text as JSON, without validating it.
+    pub(crate) fn json(&self, completion: &Completion) -> Result<Value> {
+        let text = completion.text.trim();
+        let cut_off = matches!(completion.finish_reason, FinishReason::MaxTokens | FinishReason::ContextFull);
+        serde_json::from_str(text).map_err(|source| {
+            if cut_off {
+                Error::Incomplete {
+                    type_name: self.type_name.clone(),
+                    completion_tokens: completion.usage.completion_tokens,
+                    output: completion.text.clone(),
+                }
+            } else {
+                Error::Deserialize { type_name: self.type_name.clone(), output: text.to_owned(), source }
+            }
         })
     }
 

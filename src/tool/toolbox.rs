@@ -56,7 +56,10 @@ impl Toolbox {
             });
         }
         if self.tools.contains_key(&name) {
-            return Err(Error::InvalidSetting { setting: "tool name", reason: format!("two tools are named `{name}`") });
+            return Err(Error::InvalidSetting {
+                setting: "tool name",
+                reason: format!("two tools are named `{name}`"),
+            });
         }
         let parameters = tool.parameters();
         let validator = jsonschema::validator_for(&parameters)
@@ -95,7 +98,8 @@ impl Toolbox {
     /// # Errors
     /// [`ToolError::InvalidArguments`] listing what does not match (or naming an unknown tool).
     pub fn validate(&self, name: &str, arguments: &Value) -> Result<(), ToolError> {
-        let entry = self.tools.get(name).ok_or_else(|| ToolError::InvalidArguments(format!("no tool named `{name}`")))?;
+        let entry =
+            self.tools.get(name).ok_or_else(|| ToolError::InvalidArguments(format!("no tool named `{name}`")))?;
         let errors: Vec<String> = entry.validator.iter_errors(arguments).map(|e| e.to_string()).collect();
         if errors.is_empty() {
             Ok(())
@@ -110,7 +114,8 @@ impl Toolbox {
     /// [`ToolError::InvalidArguments`], or whatever the tool returns.
     pub async fn call(&self, name: &str, arguments: Value) -> Result<Value, ToolError> {
         self.validate(name, &arguments)?;
-        let entry = self.tools.get(name).ok_or_else(|| ToolError::InvalidArguments(format!("no tool named `{name}`")))?;
+        let entry =
+            self.tools.get(name).ok_or_else(|| ToolError::InvalidArguments(format!("no tool named `{name}`")))?;
         entry.tool.call_json(arguments).await
     }
 }

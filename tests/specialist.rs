@@ -1,0 +1,507 @@
+//! Specialists on the real model: every tool call parses, names one of the specialist's own tools and
+//! validates against that tool's schema; failures are contained.
+
+mod support;
+
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use slm_agents::model::Role;
+use slm_agents::prelude::*;
+use slm_agents::run::RunEvent;
+use slm_agents::specialist::ModelSpecialist;
+use slm_agents::tool::tool_fn;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+enum Weekday {
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[allow(clippy::upper_case_acronyms)]
+enum Currency {
+    EUR,
+    USD,
+    GBP,
+    ILS,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct SearchFlights {
+    /// Departure city
+    #[schemars(length(max = 40))]
+    from: String,
+    /// Arrival city
+    #[schemars(length(max = 40))]
+    to: String,
+    /// Day of the week
+    day: Weekday,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct FlightStatus {
+    /// Flight number such as SL311
+    #[schemars(regex(pattern = r"^SL[0-9]{3}$"))]
+    flight: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct SearchHotels {
+    /// City to stay in
+    #[schemars(length(max = 40))]
+    city: String,
+    /// Number of nights
+    #[schemars(range(min = 1, max = 14))]
+    nights: u8,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct HotelReviews {
+    /// Hotel name
+    #[schemars(length(max = 40))]
+    hotel: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct Convert {
+    /// Amount of money
+    #[schemars(range(min = 0.0, max = 1000000.0))]
+    amount: f64,
+    /// Currency of the amount
+    from: Currency,
+    /// Currency wanted
+    to: Currency,
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct SplitBill {
+    /// Total of the bill
+    #[schemars(range(min = 0.0, max = 100000.0))]
+    total: f64,
+    /// Number of people sharing it
+    #[schemars(range(min = 1, max = 50))]
+    people: u8,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+struct Reply {
+    #[schemars(length(max = 80))]
+    summary: String,
+}
+
+type Fail = std::io::Error;
+
+fn flights(model: &LlamaModel) -> ModelSpecialist<String, Reply> {
+    ModelSpecialist::builder("flights")
+        .description("Finds flights and their status")
+        .model(model.clone())
+        .instructions("You are the flights specialist. Use search_flights to find flights between cities on a day, and flight_status for the status of a flight number.")
+        .tool_dyn(Arc::new(tool_fn("search_flights", "Find flights from one city to another on a day of the week", |a: SearchFlights| async move {
+            Ok::<_, Fail>(json!([{ "flight": "SL311", "from": a.from, "to": a.to, "day": a.day, "price_eur": 189 }]))
+        })))
+        .tool_dyn(Arc::new(tool_fn("flight_status", "Current status of a flight by its number", |a: FlightStatus| async move {
+            Ok::<_, Fail>(json!({ "flight": a.flight, "status": "on time" }))
+        })))
+        .output::<Reply>()
+        .max_tool_calls(1)
+        .max_steps(2)
+        .build()
+        .unwrap()
+}
+
+fn hotels(model: &LlamaModel) -> ModelSpecialist<String, Reply> {
+    ModelSpecialist::builder("hotels")
+        .description("Finds hotels and their reviews")
+        .model(model.clone())
+        .instructions("You are the hotels specialist. Use search_hotels to find hotels in a city for a number of nights, and hotel_reviews for what guests say about a hotel.")
+        .tool_dyn(Arc::new(tool_fn("search_hotels", "Find hotels in a city for a number of nights", |a: SearchHotels| async move {
+            Ok::<_, Fail>(json!([{ "hotel": "Neva View", "city": a.city, "nights": a.nights, "price_eur": 95 }]))
+        })))
+        .tool_dyn(Arc::new(tool_fn("hotel_reviews", "Guest reviews of a hotel by its name", |a: HotelReviews| async move {
+            Ok::<_, Fail>(json!({ "hotel": a.hotel, "rating": 4.5, "reviews": ["clean", "quiet"] }))
+        })))
+        .output::<Reply>()
+        .max_tool_calls(1)
+        .max_steps(2)
+        .build()
+        .unwrap()
+}
+
+fn money(model: &LlamaModel) -> ModelSpecialist<String, Reply> {
+    ModelSpecialist::builder("money")
+        .description("Converts currencies and splits bills")
+        .model(model.clone())
+        .instructions("You are the money specialist. Use convert_currency to convert an amount between EUR, USD, GBP and ILS, and split_bill to divide a total between people.")
+        .tool_dyn(Arc::new(tool_fn("convert_currency", "Convert an amount of money from one currency to another", |a: Convert| async move {
+            Ok::<_, Fail>(json!({ "amount": a.amount * 1.1, "currency": a.to, "from": a.from }))
+        })))
+        .tool_dyn(Arc::new(tool_fn("split_bill", "Divide a bill's total equally between people", |a: SplitBill| async move {
+            Ok::<_, Fail>(json!({ "each": a.total / f64::from(a.people) }))
+        })))
+        .output::<Reply>()
+        .max_tool_calls(1)
+        .max_steps(2)
+        .build()
+        .unwrap()
+}
+
+/// (prompt, expected tool, expected arguments that must match)
+type Case = (&'static str, &'static str, Value);
+
+fn flight_cases() -> Vec<Case> {
+    vec![
+        (
+            "Find me a flight from Tel Aviv to St Petersburg on Friday",
+            "search_flights",
+            json!({"from": "Tel Aviv", "to": "St Petersburg", "day": "Friday"}),
+        ),
+        (
+            "Flights from Paris to Rome on Monday?",
+            "search_flights",
+            json!({"from": "Paris", "to": "Rome", "day": "Monday"}),
+        ),
+        (
+            "I need to fly Berlin to London on Tuesday",
+            "search_flights",
+            json!({"from": "Berlin", "to": "London", "day": "Tuesday"}),
+        ),
+        (
+            "Any flight London to Lisbon this Sunday?",
+            "search_flights",
+            json!({"from": "London", "to": "Lisbon", "day": "Sunday"}),
+        ),
+        (
+            "Search flights Istanbul to St Petersburg, Wednesday",
+            "search_flights",
+            json!({"from": "Istanbul", "to": "St Petersburg", "day": "Wednesday"}),
+        ),
+        (
+            "Fly from Rome to Berlin on Thursday",
+            "search_flights",
+            json!({"from": "Rome", "to": "Berlin", "day": "Thursday"}),
+        ),
+        (
+            "Get me from Lisbon to Paris on Saturday",
+            "search_flights",
+            json!({"from": "Lisbon", "to": "Paris", "day": "Saturday"}),
+        ),
+        (
+            "What flights go from Tel Aviv to Istanbul on Monday?",
+            "search_flights",
+            json!({"from": "Tel Aviv", "to": "Istanbul", "day": "Monday"}),
+        ),
+        ("Is flight SL311 on time?", "flight_status", json!({"flight": "SL311"})),
+        ("What is the status of SL207?", "flight_status", json!({"flight": "SL207"})),
+        ("Check flight SL150 please", "flight_status", json!({"flight": "SL150"})),
+        ("Has SL499 been delayed?", "flight_status", json!({"flight": "SL499"})),
+        ("Status of my flight SL123", "flight_status", json!({"flight": "SL123"})),
+        (
+            "Flight from St Petersburg to Tel Aviv on Sunday",
+            "search_flights",
+            json!({"from": "St Petersburg", "to": "Tel Aviv", "day": "Sunday"}),
+        ),
+    ]
+}
+
+fn hotel_cases() -> Vec<Case> {
+    vec![
+        ("Find a hotel in St Petersburg for 2 nights", "search_hotels", json!({"city": "St Petersburg", "nights": 2})),
+        ("I need a room in Paris for 3 nights", "search_hotels", json!({"city": "Paris", "nights": 3})),
+        ("Hotels in Rome, one night", "search_hotels", json!({"city": "Rome", "nights": 1})),
+        ("Book somewhere to stay in Lisbon for 5 nights", "search_hotels", json!({"city": "Lisbon", "nights": 5})),
+        ("A hotel in Berlin for a week", "search_hotels", json!({"city": "Berlin", "nights": 7})),
+        ("Where can I sleep in London for 4 nights?", "search_hotels", json!({"city": "London", "nights": 4})),
+        ("Search hotels in Istanbul for 2 nights", "search_hotels", json!({"city": "Istanbul", "nights": 2})),
+        ("What do guests say about the Neva View hotel?", "hotel_reviews", json!({"hotel": "Neva View"})),
+        ("Reviews of Hotel Roma please", "hotel_reviews", json!({"hotel": "Hotel Roma"})),
+        ("Is the Grand Lisboa any good?", "hotel_reviews", json!({"hotel": "Grand Lisboa"})),
+        ("Show me reviews for Seaside Inn", "hotel_reviews", json!({"hotel": "Seaside Inn"})),
+        ("How is the Berlin Loft rated?", "hotel_reviews", json!({"hotel": "Berlin Loft"})),
+        ("Hotels in Tel Aviv for 3 nights", "search_hotels", json!({"city": "Tel Aviv", "nights": 3})),
+    ]
+}
+
+fn money_cases() -> Vec<Case> {
+    vec![
+        ("Convert 100 EUR to USD", "convert_currency", json!({"amount": 100.0, "from": "EUR", "to": "USD"})),
+        ("How much is 50 dollars in euros?", "convert_currency", json!({"amount": 50.0, "from": "USD", "to": "EUR"})),
+        ("Change 200 GBP into ILS", "convert_currency", json!({"amount": 200.0, "from": "GBP", "to": "ILS"})),
+        ("What is 1000 ILS in EUR?", "convert_currency", json!({"amount": 1000.0, "from": "ILS", "to": "EUR"})),
+        ("75 EUR in GBP please", "convert_currency", json!({"amount": 75.0, "from": "EUR", "to": "GBP"})),
+        ("Convert 20 USD to ILS", "convert_currency", json!({"amount": 20.0, "from": "USD", "to": "ILS"})),
+        ("Split a bill of 120 between 4 people", "split_bill", json!({"total": 120.0, "people": 4})),
+        ("We are 3 and the dinner cost 90, how much each?", "split_bill", json!({"total": 90.0, "people": 3})),
+        ("Divide 250 among 5 friends", "split_bill", json!({"total": 250.0, "people": 5})),
+        ("The taxi was 60 for 2 of us; split it", "split_bill", json!({"total": 60.0, "people": 2})),
+        ("Split 48 between 6 people", "split_bill", json!({"total": 48.0, "people": 6})),
+        ("How much is 10 GBP in USD?", "convert_currency", json!({"amount": 10.0, "from": "GBP", "to": "USD"})),
+        ("Share a 300 hotel bill between 3", "split_bill", json!({"total": 300.0, "people": 3})),
+    ]
+}
+
+/// Lower-case letters and digits only: "St. Petersburg" is "St Petersburg".
+fn normalize(s: &str) -> String {
+    s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+}
+
+fn args_match(expected: &Value, actual: &Value) -> bool {
+    let (Some(e), Some(a)) = (expected.as_object(), actual.as_object()) else { return false };
+    e.iter().all(|(k, ev)| match (ev, a.get(k)) {
+        (Value::String(x), Some(Value::String(y))) => normalize(x) == normalize(y),
+        (Value::Number(x), Some(Value::Number(y))) => {
+            (x.as_f64().unwrap_or(0.0) - y.as_f64().unwrap_or(1.0)).abs() < 1e-6
+        }
+        _ => false,
+    })
+}
+
+#[tokio::test]
+async fn every_tool_call_parses_names_an_own_tool_and_validates() {
+    let model = support::smollm2();
+    let specialists =
+        [(flights(&model), flight_cases()), (hotels(&model), hotel_cases()), (money(&model), money_cases())];
+    let total: usize = specialists.iter().map(|(_, c)| c.len()).sum();
+    assert!(total >= 40);
+
+    let events = Arc::new(MemoryRecorder::default());
+    let mut runs = Vec::new();
+    for (specialist, cases) in &specialists {
+        for (prompt, tool, args) in cases {
+            let ctx = RunContext::new().with_recorder(events.clone());
+            runs.push(async move {
+                let recorder = Arc::new(MemoryRecorder::default());
+                let own = ctx.clone().with_recorder(recorder.clone());
+                let result = specialist.run(prompt.to_string(), &own).await;
+                for e in recorder.events() {
+                    ctx.record(e);
+                }
+                (specialist, *prompt, *tool, args, result, recorder.tool_calls())
+            });
+        }
+    }
+    let outcomes = futures::future::join_all(runs).await;
+
+    let (mut calls, mut right_tool, mut right_args) = (0, 0, 0);
+    for (specialist, prompt, tool, args, result, tool_calls) in outcomes {
+        let answer = result.unwrap_or_else(|e| panic!("{prompt}: {e}"));
+        assert!(answer.summary.len() <= 80);
+        for call in &tool_calls {
+            calls += 1;
+            assert!(
+                specialist.tools().get(&call.tool).is_some(),
+                "{prompt}: `{}` is not a tool of {}",
+                call.tool,
+                specialist.card().name
+            );
+            specialist.tools().validate(&call.tool, &call.arguments).unwrap_or_else(|e| panic!("{prompt}: {e}"));
+            assert!(call.error.is_none(), "{prompt}: {:?}", call.error);
+        }
+        if let Some(first) = tool_calls.first() {
+            if first.tool == tool {
+                right_tool += 1;
+                if args_match(args, &first.arguments) {
+                    right_args += 1;
+                } else {
+                    eprintln!("args  {prompt:?}: expected {args}, got {}", first.arguments);
+                }
+            } else {
+                eprintln!("tool  {prompt:?}: expected {tool}, got {}", first.tool);
+            }
+        } else {
+            eprintln!("none  {prompt:?}: answered without a tool");
+        }
+    }
+    // Every model turn was one JSON object: a call of an own tool or an answer.
+    for e in events.events() {
+        if let RunEvent::ModelCall(m) = e {
+            let v: Value = serde_json::from_str(m.output.as_deref().unwrap()).unwrap();
+            assert!(v.get("tool").is_some() || v.get("answer").is_some(), "{v}");
+        }
+    }
+    eprintln!(
+        "tool calls: {calls} over {total} prompts, all parsed and valid; right tool {right_tool}/{total}, right tool and arguments {right_args}/{total}"
+    );
+    assert!(calls >= total / 2, "most prompts should lead to a tool call");
+}
+
+#[tokio::test]
+async fn a_failing_tool_is_told_to_the_real_model_and_named_in_the_error() {
+    let model = support::smollm2();
+    let specialist = ModelSpecialist::builder("flights")
+        .model(model.clone())
+        .instructions("You find flights with search_flights.")
+        .tool_dyn(Arc::new(tool_fn(
+            "search_flights",
+            "Find flights between two cities on a day",
+            |_: SearchFlights| async move { Err::<Value, _>(std::io::Error::other("the airline API is down")) },
+        )))
+        .output::<Reply>()
+        .max_tool_errors(1)
+        .max_steps(4)
+        .build()
+        .unwrap();
+    let events = Arc::new(MemoryRecorder::default());
+    let ctx = RunContext::new().with_recorder(events.clone());
+    let result = specialist.run("Flights from Paris to Rome on Monday".to_string(), &ctx).await;
+    let calls = events.tool_calls();
+    assert!(!calls.is_empty(), "the model called the tool");
+    assert!(calls[0].error.as_deref().unwrap().contains("the airline API is down"), "{:?}", calls[0].error);
+    // The error went back to the model as a tool message.
+    let second = &events.model_calls()[1];
+    let fed_back =
+        second.messages.iter().any(|m| m.role == Role::Tool && m.content.contains("the airline API is down"));
+    assert!(fed_back, "{:?}", second.messages);
+    match result {
+        Ok(_) => {}
+        Err(e @ slm_agents::Error::Tool { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("flights") && text.contains("search_flights"), "{text}");
+        }
+        Err(other) => panic!("unexpected: {other}"),
+    }
+}
+
+mod scripted {
+    use std::time::{Duration, Instant};
+
+    use slm_agents::model::{Constraint, ScriptedModel};
+    use slm_agents::tool::ToolError;
+    use slm_agents::Error;
+
+    use super::*;
+
+    fn call(args: Value) -> String {
+        json!({ "tool": "lookup", "arguments": args }).to_string()
+    }
+
+    const ANSWER: &str = r#"{"answer": {"summary": "done"}}"#;
+
+    #[derive(Deserialize, JsonSchema)]
+    struct Lookup {
+        #[schemars(range(min = 0, max = 99))]
+        n: u8,
+    }
+
+    fn specialist<F, Fut>(model: ScriptedModel, tool: F) -> (Arc<ScriptedModel>, ModelSpecialist<String, Reply>)
+    where
+        F: Fn(Lookup) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Value, std::io::Error>> + Send + 'static,
+    {
+        let model = Arc::new(model);
+        let s = ModelSpecialist::builder("clerk")
+            .model_arc(model.clone())
+            .tool_dyn(Arc::new(tool_fn("lookup", "Looks a number up", tool)))
+            .output::<Reply>()
+            .max_tool_errors(1)
+            .tool_timeout(Duration::from_millis(100))
+            .max_steps(3)
+            .build()
+            .unwrap();
+        (model, s)
+    }
+
+    fn run(s: &ModelSpecialist<String, Reply>) -> slm_agents::Result<Reply> {
+        futures::executor::block_on(s.run("look up 7".into(), &RunContext::new()))
+    }
+
+    #[test]
+    fn tool_errors_are_fed_back_then_bounded() {
+        let (model, s) =
+            specialist(ScriptedModel::new([call(json!({"n": 7})), call(json!({"n": 8})), ANSWER.into()]), |_| async {
+                Err(std::io::Error::other("backend down"))
+            });
+        let err = run(&s).unwrap_err();
+        match &err {
+            Error::Tool { specialist, tool, source: ToolError::Failed(_) } => {
+                assert_eq!((specialist.as_str(), tool.as_str()), ("clerk", "lookup"))
+            }
+            other => panic!("{other}"),
+        }
+        let second = &model.requests()[1];
+        let slm_agents::model::Prompt::Chat(messages) = &second.prompt else { panic!() };
+        assert!(messages.last().unwrap().content.contains("backend down"));
+    }
+
+    #[test]
+    fn a_panicking_tool_is_caught() {
+        let (_, s) = specialist(ScriptedModel::new([call(json!({"n": 1})), call(json!({"n": 2}))]), |_| async {
+            panic!("boom")
+        });
+        let err = run(&s).unwrap_err();
+        assert!(matches!(&err, Error::Tool { source: ToolError::Panicked(m), .. } if m.contains("boom")), "{err}");
+    }
+
+    #[test]
+    fn a_hanging_tool_times_out() {
+        let (_, s) = specialist(ScriptedModel::new([call(json!({"n": 1})), call(json!({"n": 2}))]), |_| async {
+            futures::future::pending::<()>().await;
+            Ok(json!(null))
+        });
+        let started = Instant::now();
+        let err = run(&s).unwrap_err();
+        assert!(matches!(&err, Error::Tool { source: ToolError::Timeout(_), .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn arguments_that_do_not_match_the_schema_never_reach_the_tool() {
+        let reached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = reached.clone();
+        let (model, s) = specialist(ScriptedModel::new([call(json!({"n": 500})), ANSWER.into()]), move |_| {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            async { Ok(json!(1)) }
+        });
+        assert_eq!(run(&s).unwrap().summary, "done");
+        assert!(!reached.load(std::sync::atomic::Ordering::SeqCst));
+        let slm_agents::model::Prompt::Chat(messages) = &model.requests()[1].prompt else { panic!() };
+        assert!(messages.last().unwrap().content.contains("invalid arguments"), "{:?}", messages.last());
+    }
+
+    #[test]
+    fn too_many_steps_is_an_error_naming_the_specialist() {
+        let (_, s) = specialist(
+            ScriptedModel::new([call(json!({"n": 1})), call(json!({"n": 2})), call(json!({"n": 3}))]),
+            |a| async move { Ok(json!(a.n)) },
+        );
+        let err = run(&s).unwrap_err();
+        assert!(matches!(&err, Error::MaxSteps { specialist, steps: 3 } if specialist == "clerk"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_call_makes_the_next_turn_answer_only() {
+        let (model, s) = specialist(
+            ScriptedModel::new([call(json!({"n": 1})), call(json!({"n": 1})), ANSWER.into()]),
+            |a| async move { Ok(json!(a.n)) },
+        );
+        assert_eq!(run(&s).unwrap().summary, "done");
+        let requests = model.requests();
+        assert_eq!(requests.len(), 3);
+        let schema = |i: usize| match &requests[i].constraint {
+            Some(Constraint::JsonSchema(v)) => v.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(schema(0).contains("lookup"));
+        assert!(!schema(2).contains("lookup"), "the third turn may only answer");
+    }
+
+    #[test]
+    fn the_grammar_allows_only_own_tools_or_the_answer() {
+        let (model, s) = specialist(ScriptedModel::new([ANSWER]), |a| async move { Ok(json!(a.n)) });
+        run(&s).unwrap();
+        let Some(Constraint::JsonSchema(schema)) = &model.requests()[0].constraint else { panic!() };
+        let validator = jsonschema::validator_for(schema).unwrap();
+        assert!(validator.is_valid(&json!({"tool": "lookup", "arguments": {"n": 3}})));
+        assert!(!validator.is_valid(&json!({"tool": "delete_everything", "arguments": {}})));
+        assert!(!validator.is_valid(&json!({"tool": "lookup", "arguments": {"n": "three"}})));
+        assert!(validator.is_valid(&json!({"answer": {"summary": "ok"}})));
+        assert!(!validator.is_valid(&json!({"answer": {"summary": 3}})));
+    }
+}
