@@ -8,6 +8,7 @@ deps:
 
 models: deps
 	scripts/fetch-models.sh
+	scripts/make-test-adapters.sh
 
 # The main example: the seed's calendar request, as a typed MeetingRequest, on SmolLM2-135M.
 demo: models

@@ -52,6 +52,15 @@ pub enum Error {
         architecture: String,
     },
 
+    /// A LoRA adapter file cannot be used with the model.
+    #[error("LoRA adapter {path}: {reason}")]
+    Adapter {
+        /// The adapter file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+
     /// A setting given to a builder is out of range.
     #[error("invalid setting `{setting}`: {reason}")]
     InvalidSetting {

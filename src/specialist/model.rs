@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::{Specialist, SpecialistCard};
-use crate::model::{LanguageModel, Message, Request, Sampling};
+use crate::model::{LanguageModel, LlamaModel, Message, Request, Sampling};
 use crate::run::{ModelCallEvent, RunContext, RunEvent, ToolCallEvent};
 use crate::structured::{inline_schema_for, OutputSchema};
 use crate::tool::{DynTool, Tool, ToolError, Toolbox};
@@ -86,7 +86,9 @@ pub struct ModelSpecialistBuilder<I = String, O = String> {
     card: SpecialistCard,
     model: Option<Arc<dyn LanguageModel>>,
     instructions: String,
-    tools: Result<Toolbox>,
+    tools: Toolbox,
+    /// The first error of a setter, reported by `build`.
+    error: Option<Error>,
     sampling: Sampling,
     max_steps: usize,
     max_tool_calls: Option<usize>,
@@ -109,7 +111,8 @@ impl ModelSpecialist {
             card: SpecialistCard { name: name.into(), description: String::new(), examples: Vec::new() },
             model: None,
             instructions: String::new(),
-            tools: Ok(Toolbox::new()),
+            tools: Toolbox::new(),
+            error: None,
             sampling: Sampling::greedy(),
             max_steps: 4,
             max_tool_calls: None,
@@ -140,6 +143,18 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
         self
     }
 
+    /// A local model with one of its LoRA adapters applied at `scale` (see [`LlamaModel::with_adapter`]): the
+    /// specialist shares the loaded weights and runs on the adapter's own lane. `adapter` is the name or file
+    /// path given to [`LlamaModelBuilder::adapter`](crate::model::LlamaModelBuilder::adapter) when the model was
+    /// loaded (llama.cpp loads adapters before any context exists).
+    pub fn lora(mut self, model: &LlamaModel, adapter: &str, scale: f32) -> Self {
+        match model.with_adapter(adapter, scale) {
+            Ok(m) => self.model = Some(Arc::new(m)),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
     /// The model, already behind an `Arc<dyn LanguageModel>`.
     pub fn model_arc(mut self, model: Arc<dyn LanguageModel>) -> Self {
         self.model = Some(model);
@@ -153,21 +168,27 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
     }
 
     /// Adds a typed tool.
-    pub fn tool<T: Tool>(mut self, tool: T) -> Self {
-        self.tools = self.tools.and_then(|t| t.with(tool));
-        self
+    pub fn tool<T: Tool>(self, tool: T) -> Self {
+        self.tool_dyn(Arc::new(tool))
     }
 
     /// Adds a tool held as a trait object (for example one made with [`tool_fn`](crate::tool::tool_fn)).
     pub fn tool_dyn(mut self, tool: Arc<dyn DynTool>) -> Self {
-        self.tools = self.tools.and_then(|t| t.with_dyn(tool));
+        match std::mem::take(&mut self.tools).with_dyn(tool) {
+            Ok(tools) => self.tools = tools,
+            Err(e) => self.fail(e),
+        }
         self
     }
 
     /// Uses a whole toolbox (replacing tools added before).
     pub fn toolbox(mut self, tools: Toolbox) -> Self {
-        self.tools = Ok(tools);
+        self.tools = tools;
         self
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.error.get_or_insert(error);
     }
 
     /// Sampling settings for every turn (default greedy).
@@ -226,6 +247,7 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
             model: self.model,
             instructions: self.instructions,
             tools: self.tools,
+            error: self.error,
             sampling: self.sampling,
             max_steps: self.max_steps,
             max_tool_calls: self.max_tool_calls,
@@ -248,6 +270,9 @@ where
     /// [`Error::InvalidSetting`] without a model, with an empty name, zero steps, or tools with clashing or bad
     /// names; [`Error::Schema`] if a schema cannot be used.
     pub fn build(self) -> Result<ModelSpecialist<I, O>> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
         let name = self.card.name.clone();
         if name.trim().is_empty() {
             return Err(Error::InvalidSetting { setting: "name", reason: "a specialist needs a name".into() });
@@ -259,7 +284,7 @@ where
         if self.max_steps == 0 {
             return Err(Error::InvalidSetting { setting: "max_steps", reason: "must be at least 1".into() });
         }
-        let tools = self.tools?;
+        let tools = self.tools;
         let answer_schema = inline_schema_for::<O>();
         let answer = OutputSchema::from_value(crate::structured::short_type_name::<O>(), answer_schema.clone())?;
         let mut turns: Vec<Value> = tools

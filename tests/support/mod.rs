@@ -25,6 +25,13 @@ pub fn smollm2_path() -> PathBuf {
     model_path("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// A LoRA adapter for SmolLM2 made by `scripts/make-test-adapters.sh`: `zero`, `shift` or `corrupt`.
+pub fn adapter_path(kind: &str) -> PathBuf {
+    let path = models_dir().join(format!("smollm2-lora-{kind}.gguf"));
+    assert!(path.exists(), "{} is missing: run scripts/make-test-adapters.sh first", path.display());
+    path
+}
+
 pub fn gemma_path() -> PathBuf {
     model_path("gemma-3-270m-Q4_K_M.gguf")
 }

@@ -20,7 +20,7 @@ use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel as RawModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel as RawModel};
 use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
 
@@ -160,6 +160,8 @@ pub(super) struct LaneShared {
     pub(super) view: Arc<LaneView>,
     /// Held while creating a context: llama.cpp may mutate the model then, so two at once would be unsound.
     pub(super) create_lock: Arc<Mutex<()>>,
+    /// A LoRA adapter applied to this lane's context, with its scale.
+    pub(super) lora: Option<(Arc<Mutex<LlamaLoraAdapter>>, f32)>,
 }
 
 /// Starts a worker thread and waits until its context exists. Returns the tokens one slot can hold.
@@ -183,7 +185,7 @@ fn worker(
     mut jobs: mpsc::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<u32>>,
 ) {
-    let LaneShared { backend, model, view, create_lock } = shared;
+    let LaneShared { backend, model, view, create_lock, lora } = shared;
     let n_ctx = config.slots.saturating_mul(config.slot_context);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
@@ -197,13 +199,20 @@ fn worker(
         let _guard = create_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         model.new_context(backend, params)
     };
-    let ctx = match created {
+    let mut ctx = match created {
         Ok(ctx) => ctx,
         Err(e) => {
             let _ = ready.send(Err(Error::Backend { what: format!("cannot create a context of {n_ctx} tokens: {e}") }));
             return;
         }
     };
+    if let Some((adapter, scale)) = &lora {
+        let mut adapter = adapter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = ctx.lora_adapter_set(&mut adapter, *scale) {
+            let _ = ready.send(Err(Error::Backend { what: format!("cannot apply the LoRA adapter: {e}") }));
+            return;
+        }
+    }
     let slot_context = ctx.n_ctx() / config.slots.max(1);
     if ready.send(Ok(slot_context)).is_err() {
         return;

@@ -22,6 +22,8 @@ pub(crate) struct GgufInfo {
     pub(crate) chat_template: Option<String>,
     /// Set for models with sliding-window attention (`<arch>.attention.sliding_window`).
     pub(crate) sliding_window: Option<u32>,
+    /// `general.type`: `"model"`, `"adapter"`, or absent in older files.
+    pub(crate) general_type: Option<String>,
 }
 
 /// Checks a GGUF file's structure and returns its key metadata.
@@ -184,6 +186,7 @@ impl Reader {
         let mut architecture = None;
         let mut chat_template = None;
         let mut sliding_window = None;
+        let mut general_type = None;
         let mut alignment = DEFAULT_ALIGNMENT;
         for _ in 0..n_kv {
             let key = self.string("metadata key")?;
@@ -192,6 +195,7 @@ impl Reader {
             match (key.as_str(), value) {
                 ("general.architecture", Value::Str(s)) => architecture = Some(s),
                 ("tokenizer.chat_template", Value::Str(s)) => chat_template = Some(s),
+                ("general.type", Value::Str(s)) => general_type = Some(s),
                 (k, Value::U32(w)) if k.ends_with(".attention.sliding_window") => sliding_window = Some(w),
                 ("general.alignment", Value::U32(a)) => {
                     if a == 0 || !a.is_power_of_two() {
@@ -249,7 +253,7 @@ impl Reader {
                 self.size
             )));
         }
-        Ok(GgufInfo { architecture, chat_template, sliding_window })
+        Ok(GgufInfo { architecture, chat_template, sliding_window, general_type })
     }
 }
 

@@ -19,7 +19,7 @@ use futures::lock::Mutex as AsyncMutex;
 use futures::SinkExt;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::LlamaModel as RawModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel as RawModel};
 use llama_cpp_2::token::LlamaToken;
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
@@ -67,6 +67,12 @@ fn backend() -> Result<&'static LlamaBackend> {
 #[derive(Clone)]
 pub struct LlamaModel {
     shared: Arc<Shared>,
+    /// The lanes this handle sends to: the base lanes, or the lane of one adapter.
+    lanes: Arc<[Arc<Lane>]>,
+    /// `name@scale` of the adapter this handle applies.
+    adapter: Option<String>,
+    /// The model's name, with the adapter for adapter handles.
+    label: Arc<str>,
 }
 
 /// One worker thread with its own context; a model has one or more.
@@ -77,13 +83,26 @@ struct Lane {
     view: Arc<LaneView>,
 }
 
+/// A LoRA adapter loaded with the model.
+struct Adapter {
+    name: String,
+    path: PathBuf,
+    adapter: Arc<Mutex<LlamaLoraAdapter>>,
+}
+
 struct Shared {
     name: String,
     path: PathBuf,
     architecture: String,
     model: Arc<RawModel>,
     template: Option<ChatTemplate>,
-    lanes: Vec<Lane>,
+    adapters: Vec<Adapter>,
+    /// Lanes of (adapter index, scale bits), made on first use.
+    adapter_lanes: Mutex<Vec<(usize, u32, Arc<Lane>)>>,
+    config: EngineConfig,
+    create_lock: Arc<Mutex<()>>,
+    backend: &'static LlamaBackend,
+    queue: usize,
     threads: usize,
     slots: usize,
     batch_requests: usize,
@@ -98,7 +117,8 @@ impl std::fmt::Debug for LlamaModel {
             .field("path", &self.shared.path)
             .field("architecture", &self.shared.architecture)
             .field("threads", &self.shared.threads)
-            .field("lanes", &self.shared.lanes.len())
+            .field("lanes", &self.lanes.len())
+            .field("adapter", &self.adapter)
             .field("slots", &self.shared.slots)
             .field("batch_requests", &self.shared.batch_requests)
             .field("slot_context", &self.shared.slot_context)
@@ -119,6 +139,7 @@ pub struct LlamaModelBuilder {
     context: usize,
     batch: usize,
     queue: usize,
+    adapters: Vec<(String, PathBuf)>,
 }
 
 impl LlamaModelBuilder {
@@ -186,6 +207,16 @@ impl LlamaModelBuilder {
         self
     }
 
+    /// Loads a LoRA adapter (a GGUF adapter file made for this model) with the model, under `name`.
+    ///
+    /// llama.cpp loads adapters into the model before any context exists, so they are declared here; a handle
+    /// that uses one comes from [`LlamaModel::with_adapter`]. The weights stay shared: each adapter in use gets
+    /// its own lane (a context with the adapter applied) over the same loaded model.
+    pub fn adapter(mut self, name: impl Into<String>, path: impl AsRef<Path>) -> Self {
+        self.adapters.push((name.into(), path.as_ref().to_owned()));
+        self
+    }
+
     /// Loads the model and starts its worker thread.
     ///
     /// This blocks while the file is read (well under a second for small models); in async code, call it once
@@ -218,6 +249,12 @@ impl LlamaModelBuilder {
         }
 
         let info = gguf::inspect(&self.path)?;
+        if info.general_type.as_deref() == Some("adapter") {
+            return Err(Error::InvalidGguf {
+                path: self.path.clone(),
+                reason: "this is a LoRA adapter, not a model; load it with LlamaModelBuilder::adapter".into(),
+            });
+        }
         let name = self.name.clone().unwrap_or_else(|| {
             self.path.file_stem().map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned())
         });
@@ -230,6 +267,32 @@ impl LlamaModelBuilder {
                 Error::UnsupportedArchitecture { path: self.path.clone(), architecture: info.architecture.clone() }
             }
         })?;
+        let mut raw = raw;
+        let mut adapters = Vec::with_capacity(self.adapters.len());
+        for (adapter_name, path) in &self.adapters {
+            let file = gguf::inspect(path).map_err(|e| match e {
+                Error::InvalidGguf { reason, .. } => Error::Adapter { path: path.clone(), reason },
+                other => other,
+            })?;
+            if file.general_type.as_deref() != Some("adapter") {
+                return Err(Error::Adapter { path: path.clone(), reason: "the file is not a LoRA adapter".into() });
+            }
+            if file.architecture != info.architecture {
+                return Err(Error::Adapter {
+                    path: path.clone(),
+                    reason: format!("made for `{}`, not `{}`", file.architecture, info.architecture),
+                });
+            }
+            let adapter = raw.lora_adapter_init(path).map_err(|e| Error::Adapter {
+                path: path.clone(),
+                reason: format!("llama.cpp refused it ({e}); does it match this model's tensors?"),
+            })?;
+            adapters.push(Adapter {
+                name: adapter_name.clone(),
+                path: path.clone(),
+                adapter: Arc::new(Mutex::new(adapter)),
+            });
+        }
         let model = Arc::new(raw);
 
         let template = match &info.chat_template {
@@ -282,11 +345,12 @@ impl LlamaModelBuilder {
                 model: Arc::clone(&model),
                 view: Arc::clone(&view),
                 create_lock: Arc::clone(&create_lock),
+                lora: None,
             };
             // Thread names show in debuggers and `top -H`; Linux keeps 15 bytes.
             let thread = if self.lanes == 1 { format!("slm-{name}") } else { format!("slm{i}-{name}") };
             slot_context = engine::spawn(shared, config.clone(), rx, thread)? as usize;
-            lanes.push(Lane { jobs: AsyncMutex::new(tx), view });
+            lanes.push(Arc::new(Lane { jobs: AsyncMutex::new(tx), view }));
         }
         tracing::info!(
             model = %name,
@@ -298,14 +362,23 @@ impl LlamaModelBuilder {
             ms = started.elapsed().as_millis() as u64,
             "model loaded"
         );
+        let lanes: Arc<[Arc<Lane>]> = lanes.into();
         Ok(LlamaModel {
+            lanes: Arc::clone(&lanes),
+            adapter: None,
+            label: Arc::from(name.as_str()),
             shared: Arc::new(Shared {
                 name,
                 path: self.path,
                 architecture: info.architecture,
                 model,
                 template,
-                lanes,
+                adapters,
+                adapter_lanes: Mutex::new(Vec::new()),
+                config,
+                create_lock,
+                backend,
+                queue: self.queue,
                 threads,
                 slots: self.slots,
                 batch_requests: active,
@@ -333,6 +406,7 @@ impl LlamaModel {
             lanes: 1,
             slots: 4,
             batch_requests: None,
+            adapters: Vec::new(),
             context: 2048,
             batch: 512,
             queue: 64,
@@ -368,9 +442,66 @@ impl LlamaModel {
         self.shared.threads
     }
 
-    /// How many lanes (worker threads with their own context) decode in parallel.
+    /// How many lanes (worker threads with their own context) this handle's requests are spread over.
     pub fn lanes(&self) -> usize {
-        self.shared.lanes.len()
+        self.lanes.len()
+    }
+
+    /// A handle whose requests run with a LoRA adapter applied at `scale`.
+    ///
+    /// `adapter` is the name given to [`LlamaModelBuilder::adapter`], or the adapter's file path. The first
+    /// call for an (adapter, scale) pair starts a lane for it: a worker with its own context over the shared
+    /// weights (llama.cpp applies adapters to a whole context). Later calls reuse that lane.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] for an adapter that was not loaded with the model or a scale that is not
+    /// finite; [`Error::Backend`] if the lane's context cannot be created.
+    pub fn with_adapter(&self, adapter: &str, scale: f32) -> Result<LlamaModel> {
+        if !scale.is_finite() {
+            return Err(Error::InvalidSetting { setting: "adapter scale", reason: format!("{scale} is not finite") });
+        }
+        let shared = &self.shared;
+        let index = shared.adapters.iter().position(|a| a.name == adapter || a.path == Path::new(adapter)).ok_or_else(
+            || Error::InvalidSetting {
+                setting: "adapter",
+                reason: format!(
+                    "no adapter `{adapter}` was loaded with model {}; declare it with LlamaModelBuilder::adapter",
+                    shared.name
+                ),
+            },
+        )?;
+        let mut lanes = shared.adapter_lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lane = match lanes.iter().find(|(i, bits, _)| *i == index && *bits == scale.to_bits()) {
+            Some((_, _, lane)) => Arc::clone(lane),
+            None => {
+                let (tx, rx) = mpsc::channel(shared.queue);
+                let view = LaneView::new(shared.slots);
+                let lane_shared = LaneShared {
+                    backend: shared.backend,
+                    model: Arc::clone(&shared.model),
+                    view: Arc::clone(&view),
+                    create_lock: Arc::clone(&shared.create_lock),
+                    lora: Some((Arc::clone(&shared.adapters[index].adapter), scale)),
+                };
+                let thread = format!("slm-lora{index}-{}", shared.name);
+                engine::spawn(lane_shared, shared.config.clone(), rx, thread)?;
+                let lane = Arc::new(Lane { jobs: AsyncMutex::new(tx), view });
+                lanes.push((index, scale.to_bits(), Arc::clone(&lane)));
+                lane
+            }
+        };
+        let adapter = format!("{}@{scale}", shared.adapters[index].name);
+        Ok(LlamaModel {
+            shared: Arc::clone(shared),
+            lanes: Arc::from(vec![lane]),
+            label: Arc::from(format!("{}+{adapter}", shared.name)),
+            adapter: Some(adapter),
+        })
+    }
+
+    /// The adapter this handle applies (`name@scale`), if any.
+    pub fn adapter(&self) -> Option<&str> {
+        self.adapter.as_deref()
     }
 
     /// How many requests each lane decodes together.
@@ -385,7 +516,7 @@ impl LlamaModel {
 
     /// Requests submitted and not yet finished: queued, prefilling or generating.
     pub fn in_flight(&self) -> usize {
-        self.shared.lanes.iter().map(|l| l.view.in_flight()).sum()
+        self.lanes.iter().map(|l| l.view.in_flight()).sum()
     }
 
     /// The context window of one request in tokens (prompt plus output).
@@ -490,7 +621,7 @@ impl LlamaModel {
     /// full; otherwise the least loaded.
     fn pick_lane(&self, prompt: &[LlamaToken]) -> usize {
         const AFFINITY: usize = 32;
-        let lanes = &self.shared.lanes;
+        let lanes = &self.lanes;
         if lanes.len() == 1 {
             return 0;
         }
@@ -520,7 +651,7 @@ impl LlamaModel {
         let prompt = self.prompt_tokens(&request.prompt)?;
         let matcher = request.constraint.as_ref().map(|c| self.matcher(c)).transpose()?;
         let lane = self.pick_lane(&prompt);
-        let ticket = self.shared.lanes[lane].view.ticket();
+        let ticket = self.lanes[lane].view.ticket();
         let job = Job::Generate(Box::new(GenerateJob {
             prompt,
             sampling: request.sampling,
@@ -535,12 +666,12 @@ impl LlamaModel {
     }
 
     async fn submit(&self, lane: usize, job: Job) -> Result<()> {
-        submit(&self.shared, lane, job).await
+        submit(&self.lanes[lane], job).await
     }
 }
 
-async fn submit(shared: &Shared, lane: usize, job: Job) -> Result<()> {
-    let mut jobs = shared.lanes[lane].jobs.lock().await;
+async fn submit(lane: &Lane, job: Job) -> Result<()> {
+    let mut jobs = lane.jobs.lock().await;
     jobs.send(job).await.map_err(|_| Error::WorkerStopped)
 }
 
@@ -559,7 +690,7 @@ fn with_compact_json(schema: &serde_json::Value) -> serde_json::Value {
 #[async_trait::async_trait]
 impl LanguageModel for LlamaModel {
     fn name(&self) -> &str {
-        &self.shared.name
+        &self.label
     }
 
     async fn complete(&self, request: Request) -> Result<Completion> {
@@ -576,7 +707,7 @@ impl LanguageModel for LlamaModel {
             Err(e) => return TokenStream::failed(e),
         };
         // Hand the request over now if the queue has room; otherwise the stream waits for room when polled.
-        let job = match self.shared.lanes[lane].jobs.try_lock() {
+        let job = match self.lanes[lane].jobs.try_lock() {
             Some(mut jobs) => match jobs.try_send(job) {
                 Ok(()) => return TokenStream::new(rx),
                 Err(e) if e.is_disconnected() => return TokenStream::failed(Error::WorkerStopped),
@@ -584,8 +715,8 @@ impl LanguageModel for LlamaModel {
             },
             None => job,
         };
-        let shared = Arc::clone(&self.shared);
-        TokenStream::with_submit(rx, Box::pin(async move { submit(&shared, lane, job).await }))
+        let lane = Arc::clone(&self.lanes[lane]);
+        TokenStream::with_submit(rx, Box::pin(async move { submit(&lane, job).await }))
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
@@ -599,8 +730,8 @@ impl LanguageModel for LlamaModel {
             tokenized.push(tokens);
         }
         let (reply, rx) = oneshot::channel();
-        let lane = (0..self.shared.lanes.len()).min_by_key(|&i| self.shared.lanes[i].view.in_flight()).unwrap_or(0);
-        let ticket = self.shared.lanes[lane].view.ticket();
+        let lane = (0..self.lanes.len()).min_by_key(|&i| self.lanes[i].view.in_flight()).unwrap_or(0);
+        let ticket = self.lanes[lane].view.ticket();
         self.submit(lane, Job::Embed(EmbedJob { texts: tokenized, reply, _ticket: ticket })).await?;
         rx.await.map_err(|_| Error::WorkerStopped)?
     }
