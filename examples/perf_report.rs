@@ -17,8 +17,8 @@
 //!   `concurrent_4_ratio_vs_one_lane` (the same concurrent run over 4 sequential requests on one lane with all
 //!   threads, the best single-request set-up) and `concurrent_4_ratio_batched_one_lane` (4 requests batched in
 //!   one lane with all threads, over sequential on it).
-//! - `memory_8_specialists_ratio <x>`: resident memory of a process that ran 8 specialists (8 different
-//!   ~300-token instructions) on one model over one that ran 1. Target ≤ 1.3. Also printed:
+//! - `memory_8_specialists_ratio <x>`: resident memory of a process that built and ran 8 `ModelSpecialist`s
+//!   (8 different ~300-token instructions) on one model over one that ran 1. Target ≤ 1.3. Also printed:
 //!   `memory_8_models_ratio`, the same with a model loaded per specialist (what sharing saves).
 //!   Memory is measured in child processes, so each figure starts from a fresh process.
 
@@ -249,18 +249,31 @@ fn memory(args: &Args) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     Ok((eight / one, separate / one))
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Note {
+    #[schemars(length(max = 40))]
+    note: String,
+}
+
 /// Runs `n` specialists (different instructions) on one model, or on a model each, and returns the resident
 /// memory in KiB.
 fn memory_child(args: &Args, n: usize, separate: bool) -> Result<f64, Box<dyn std::error::Error>> {
     let load = || LlamaModel::builder(&args.model).threads(args.threads).load();
     let shared = load()?;
-    let mut models = Vec::new();
+    let mut specialists = Vec::new();
     for i in 0..n {
         let model = if separate { load()? } else { shared.clone() };
-        let request = Request::chat([Message::system(specialist_prompt(i)), Message::user("Plan for Friday?")])
-            .with_max_tokens(16);
-        block(model.complete(request))?;
-        models.push(model);
+        let specialist = ModelSpecialist::builder(format!("specialist-{i}"))
+            .model(model)
+            .instructions(specialist_prompt(i))
+            .output::<Note>()
+            .max_tokens(48)
+            .build()?;
+        if let Err(e) = block(specialist.run("Plan for Friday?".to_string(), &RunContext::new())) {
+            eprintln!("  specialist {i}: {e}");
+        }
+        specialists.push(specialist);
     }
     let status = std::fs::read_to_string("/proc/self/status")?;
     let rss = status

@@ -13,6 +13,23 @@ use serde_json::Value;
 use crate::model::{Message, Usage};
 
 /// Receives a run's events. Implementations must be cheap and must not block for long.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use slm_agents::run::{Recorder, RunEvent};
+///
+/// /// Counts tool calls.
+/// #[derive(Default)]
+/// struct ToolCounter(AtomicUsize);
+///
+/// impl Recorder for ToolCounter {
+///     fn record(&self, event: RunEvent) {
+///         if let RunEvent::ToolCall(_) = event {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+/// ```
 pub trait Recorder: Send + Sync {
     /// Called once per event, from whichever task made the call.
     fn record(&self, event: RunEvent);

@@ -25,6 +25,19 @@ use crate::Result;
 ///
 /// The trait is object-safe: hosts hold models as `Arc<dyn LanguageModel>`. Every method is asynchronous and
 /// never blocks the calling executor.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use slm_agents::model::{LanguageModel, LlamaModel, Message, Request};
+///
+/// # async fn demo() -> slm_agents::Result<()> {
+/// let model: Arc<dyn LanguageModel> =
+///     Arc::new(LlamaModel::builder("models/SmolLM2-135M-Instruct.Q4_1.gguf").load()?);
+/// let reply = model.complete(Request::chat([Message::user("Hello!")]).with_max_tokens(32)).await?;
+/// println!("{}: {}", model.name(), reply.text);
+/// let vectors = model.embed(&["a flight to Paris".to_string()]).await?;
+/// # Ok(()) }
+/// ```
 #[async_trait::async_trait]
 pub trait LanguageModel: Send + Sync {
     /// A short, human-readable name (for logs and reports), e.g. the GGUF file stem.

@@ -5,6 +5,8 @@
 //! the model-backed implementation, built with [`ModelSpecialist::builder`]: each turn of its model is decoded
 //! under one grammar that allows exactly a call of one of *its* tools (name from that closed set, arguments from
 //! that tool's schema) or its final answer (the output type), so a small model cannot produce a malformed call.
+//!
+#![doc = include_str!("../../docs/tools-and-specialists.md")]
 
 mod model;
 

@@ -112,6 +112,17 @@ impl ToolError {
 }
 
 /// The object-safe twin of [`Tool`]: JSON in, JSON out. Every `Tool` is a `DynTool`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use slm_agents::tool::{tool_fn, DynTool};
+///
+/// let echo = tool_fn("echo", "Repeats its input", |s: String| async move { Ok::<_, std::io::Error>(s) });
+/// let tools: Vec<Arc<dyn DynTool>> = vec![Arc::new(echo)];
+/// let out = futures::executor::block_on(tools[0].call_json(serde_json::json!("hi"))).unwrap();
+/// assert_eq!(out, "hi");
+/// assert_eq!(tools[0].parameters()["type"], "string");
+/// ```
 #[async_trait::async_trait]
 pub trait DynTool: Send + Sync {
     /// The name the model calls the tool by.
