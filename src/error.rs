@@ -191,6 +191,41 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A graph node failed; the cause is the source.
+    #[error("graph node `{node}` failed")]
+    Node {
+        /// The node's name.
+        node: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A graph node took longer than its timeout (on its last try).
+    #[error("graph node `{node}` did not finish within {timeout:?}")]
+    NodeTimeout {
+        /// The node's name.
+        node: String,
+        /// Its timeout.
+        timeout: std::time::Duration,
+    },
+
+    /// A graph node panicked; the panic was caught.
+    #[error("graph node `{node}` panicked: {message}")]
+    NodePanicked {
+        /// The node's name.
+        node: String,
+        /// The panic message.
+        message: String,
+    },
+
+    /// A graph was wired wrongly in a way the compiler cannot see, or its output was skipped.
+    #[error("graph: {reason}")]
+    Graph {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The model's worker thread has stopped (it panicked, or the model was dropped).
     #[error("the model worker has stopped")]
     WorkerStopped,

@@ -4,6 +4,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+pub mod graph;
 pub mod model;
 pub mod run;
 pub mod specialist;
@@ -14,6 +15,7 @@ pub use error::{Error, Result};
 
 /// The items most programs need: `use slm_agents::prelude::*;`.
 pub mod prelude {
+    pub use crate::graph::{Graph, Handle, Node, Retry, RunReport};
     pub use crate::model::{
         Completion, Constraint, LanguageModel, LlamaModel, Message, Request, Role, Sampling, TokenStream, Usage,
     };
