@@ -72,7 +72,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secretary = ModelSpecialist::builder("secretary")
         .description("Writes the trip plan")
         .model(slm.clone())
-        .instructions("You are the secretary of a travel agency. Write a short plan from the request and the experts' notes.")
+        .instructions(
+            "You are the secretary of a travel agency. Write a short plan from the request and the experts' notes.",
+        )
         .input::<Notes>()
         .output::<Plan>()
         .max_tokens(200)

@@ -50,6 +50,8 @@
 //! assert_eq!(run("a rather long sentence")?, "a rather l...");
 //! # Ok(()) }
 //! ```
+//!
+#![doc = include_str!("../../docs/graph.md")]
 
 mod exec;
 mod node;
@@ -78,7 +80,7 @@ static GRAPH_IDS: AtomicU64 = AtomicU64::new(1);
 /// A typed reference to a node's output, from [`GraphBuilder::input`] or [`PendingNode::after`].
 ///
 /// Handles are cheap to copy. They belong to the builder that made them; using one in another builder is
-/// reported by [`GraphBuilder::build`].
+/// reported by [`GraphOutput::build`].
 pub struct Handle<T> {
     graph: u64,
     node: usize,
