@@ -118,6 +118,17 @@ impl<R> Debug for BranchHandle<R> {
 
 /// The handles a node is added after: one `&Handle<T>` (the node's input is `T`) or a tuple of up to eight
 /// (its input is the tuple of their types). Values are cloned into each node that needs them.
+///
+/// ```
+/// use slm_agents::graph::Graph;
+///
+/// let mut g = Graph::builder::<u32>();
+/// let n = g.input();
+/// let text = g.add(|n: u32| async move { Ok::<_, std::io::Error>(n.to_string()) }).after(&n);
+/// // A tuple of handles gives the node a tuple, in the same order.
+/// let both = g.add(|(n, s): (u32, String)| async move { Ok::<_, std::io::Error>(format!("{n}/{s}")) }).after((&n, &text));
+/// # let _ = g.output(both).build().unwrap();
+/// ```
 #[diagnostic::on_unimplemented(
     message = "a node can only be added after a `&Handle<T>` or a tuple of `&Handle<_>`s",
     label = "not handles"

@@ -68,6 +68,19 @@ where
 /// closure `Fn(I) -> impl Future<Output = Result<O, E>>`.
 ///
 /// The `M` parameter only tells the two kinds apart; it never needs to be written.
+///
+/// ```
+/// use slm_agents::graph::Graph;
+///
+/// async fn shout(s: String) -> Result<String, std::io::Error> {
+///     Ok(s.to_uppercase())
+/// }
+///
+/// let mut g = Graph::builder::<String>();
+/// let text = g.input();
+/// let loud = g.add(shout).after(&text); // an async fn becomes a node
+/// let graph = g.output(loud).build().unwrap();
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a graph node",
     label = "not a node",

@@ -45,6 +45,28 @@ pub struct Generated<T> {
 }
 
 /// Typed generation on any [`LanguageModel`], including `Arc<dyn LanguageModel>`.
+///
+/// ```no_run
+/// use schemars::JsonSchema;
+/// use serde::Deserialize;
+/// use slm_agents::model::{LlamaModel, Message, Request};
+/// use slm_agents::structured::StructuredExt;
+///
+/// #[derive(Debug, Deserialize, JsonSchema)]
+/// enum Sentiment {
+///     Positive,
+///     Negative,
+///     Neutral,
+/// }
+///
+/// # async fn demo() -> slm_agents::Result<()> {
+/// let model = LlamaModel::builder("models/SmolLM2-135M-Instruct.Q4_1.gguf").load()?;
+/// let mood: Sentiment = model.generate(vec![Message::user("Sentiment of 'I loved it!'?")]).await?;
+/// let request = Request::chat([Message::user("Sentiment of 'meh'?")]).with_max_tokens(8);
+/// let generated = model.generate_request::<Sentiment>(request).await?;
+/// println!("{:?} in {} tokens", generated.value, generated.completion.usage.completion_tokens);
+/// # Ok(()) }
+/// ```
 #[async_trait::async_trait]
 pub trait StructuredExt: LanguageModel {
     /// Generates a `T` from chat messages: greedy decoding, at most 512 tokens.

@@ -59,6 +59,36 @@ pub use toolbox::Toolbox;
 ///
 /// `NAME` is what the model writes to call it (letters, digits, `_` and `-`); the description and the schema
 /// of `Args` (field doc comments included) are what the model reads to decide when and how.
+///
+/// ```
+/// use schemars::JsonSchema;
+/// use serde::Deserialize;
+/// use slm_agents::tool::Tool;
+///
+/// #[derive(Deserialize, JsonSchema)]
+/// struct Convert {
+///     /// Amount in euros
+///     eur: f64,
+/// }
+///
+/// struct ToDollars;
+///
+/// impl Tool for ToDollars {
+///     const NAME: &'static str = "to_dollars";
+///     type Args = Convert;
+///     type Output = f64;
+///     type Error = std::convert::Infallible;
+///     fn description(&self) -> String {
+///         "Converts euros to US dollars".into()
+///     }
+///     async fn call(&self, args: Convert) -> Result<f64, Self::Error> {
+///         Ok(args.eur * 1.08)
+///     }
+/// }
+///
+/// let usd = futures::executor::block_on(ToDollars.call(Convert { eur: 10.0 })).unwrap();
+/// assert!((usd - 10.8).abs() < 1e-9);
+/// ```
 pub trait Tool: Send + Sync + 'static {
     /// The name the model calls the tool by.
     const NAME: &'static str;
