@@ -6,6 +6,7 @@
 mod error;
 pub mod graph;
 pub mod model;
+pub mod privacy;
 pub mod run;
 pub mod specialist;
 pub mod structured;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{Message, Usage};
+use crate::privacy::Privacy;
 
 /// Receives a run's events. Implementations must be cheap and must not block for long.
 ///
@@ -97,11 +98,15 @@ pub struct ToolCallEvent {
 #[derive(Clone, Default)]
 pub struct RunContext {
     recorder: Option<Arc<dyn Recorder>>,
+    privacy: Privacy,
 }
 
 impl std::fmt::Debug for RunContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunContext").field("recorder", &self.recorder.is_some()).finish()
+        f.debug_struct("RunContext")
+            .field("recorder", &self.recorder.is_some())
+            .field("privacy", &self.privacy)
+            .finish()
     }
 }
 
@@ -116,6 +121,18 @@ impl RunContext {
     pub fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
         self.recorder = Some(recorder);
         self
+    }
+
+    /// Sets what may leave the device during the run (default [`Privacy::Allow`]).
+    #[must_use]
+    pub fn with_privacy(mut self, privacy: Privacy) -> Self {
+        self.privacy = privacy;
+        self
+    }
+
+    /// The run's privacy policy; models that send data off the device obey it.
+    pub fn privacy(&self) -> &Privacy {
+        &self.privacy
     }
 
     /// Reports an event.
