@@ -7,6 +7,7 @@ mod error;
 pub mod graph;
 pub mod model;
 pub mod privacy;
+pub mod router;
 pub mod run;
 pub mod specialist;
 pub mod structured;

@@ -394,6 +394,41 @@ impl<I: Send + Sync + 'static> GraphBuilder<I> {
         BranchHandle { handle }
     }
 
+    /// Adds a branch decided by a [`Router`](crate::router::Router) reading the value of `from` as text; the
+    /// decision's reason is logged with `tracing`. Nodes follow a route with [`PendingNode::on`], as with
+    /// [`branch`](Self::branch).
+    pub fn route<T, R, Rt>(&mut self, from: &Handle<T>, router: Rt) -> BranchHandle<R>
+    where
+        T: AsRef<str> + Send + Sync + 'static,
+        R: Debug + Send + Sync + 'static,
+        Rt: crate::router::Router<R> + 'static,
+    {
+        let router = Arc::new(router);
+        let runner: Runner = Arc::new(move |values: Vec<Value>, ctx: RunContext| {
+            let router = Arc::clone(&router);
+            async move {
+                let value = values
+                    .first()
+                    .and_then(|v| v.downcast_ref::<T>())
+                    .ok_or_else(|| Error::Graph { reason: "a router got an input of the wrong type".into() })?;
+                let decision = router.route(value.as_ref(), &ctx).await?;
+                tracing::info!(route = ?decision.route, confidence = decision.confidence, reason = %decision.reason, "routed");
+                Ok(Arc::new(decision.route) as Value)
+            }
+            .boxed()
+        });
+        let name = format!("router {}", self.nodes.len());
+        let handle: Handle<R> = self.push(
+            name,
+            Kind::Branch(runner),
+            vec![(from.graph, from.node)],
+            None,
+            None,
+            Retry::new(1, Duration::ZERO),
+        );
+        BranchHandle { handle }
+    }
+
     /// A handle to the value of whichever of `handles` ran (the others were skipped by a branch). Skipped if
     /// none ran.
     pub fn merge<T, const K: usize>(&mut self, handles: [&Handle<T>; K]) -> Handle<T>
