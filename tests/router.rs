@@ -5,7 +5,8 @@ mod support;
 use serde::Deserialize;
 use slm_agents::graph::Graph;
 use slm_agents::model::LlamaModel;
-use slm_agents::router::{EmbeddingRouter, Router, RuleRouter};
+use slm_agents::model::{LanguageModel, Message, Request};
+use slm_agents::router::{EmbeddingRouter, ModelRouter, Router, RuleRouter};
 use slm_agents::run::RunContext;
 
 #[derive(Deserialize)]
@@ -102,11 +103,56 @@ async fn rule_and_embedding_routers_beat_the_majority_baseline() {
     let embedding = builder.build().await.unwrap();
     let (emb_acc, emb_wrong) = accuracy(&embedding, &d).await;
 
-    eprintln!("majority baseline {baseline:.3}; rules {rule_acc:.3}; embedding {emb_acc:.3}");
+    let chooser = LlamaModel::builder(support::smollm2_path()).threads(1).slots(1).load().unwrap();
+    let mut builder = ModelRouter::builder(chooser)
+        .route("flights".to_string(), "flights", "flights, planes, airlines and plane tickets")
+        .route("hotels".to_string(), "hotels", "hotels, rooms and places to stay")
+        .route("sights".to_string(), "sights", "museums, landmarks and things to see or visit")
+        .route("weather".to_string(), "weather", "weather, forecasts, rain, snow and temperature")
+        .route("other".to_string(), "other", "anything that is not about travel");
+    for i in 0..5 {
+        for (route, examples) in &d.examples {
+            builder = builder.example(examples[i].clone(), route.clone());
+        }
+    }
+    let model_router = builder.example("write me a haiku", "other").build().unwrap();
+    let (model_acc, model_wrong) = accuracy(&model_router, &d).await;
+
+    eprintln!(
+        "majority baseline {baseline:.3}; rules {rule_acc:.3}; embedding {emb_acc:.3}; model choice {model_acc:.3}"
+    );
+    eprintln!("model-choice misses:\n{}", model_wrong.join("\n"));
     eprintln!("embedding misses:\n{}", emb_wrong.join("\n"));
     eprintln!("rule misses:\n{}", rule_wrong.join("\n"));
     assert!(emb_acc > baseline, "embedding router {emb_acc:.3} vs majority {baseline:.3}");
     assert!(rule_acc > baseline, "rule router {rule_acc:.3} vs majority {baseline:.3}");
+    assert!(model_acc > baseline, "model-choice router {model_acc:.3} vs majority {baseline:.3}");
+}
+
+#[tokio::test]
+async fn log_probabilities_follow_the_constraint() {
+    let model = support::smollm2();
+    let request = Request::chat([Message::user("Is the sky blue? Answer yes or no.")])
+        .with_constraint(slm_agents::model::Constraint::Regex("(yes|no)".into()))
+        .with_logprobs()
+        .with_max_tokens(4);
+    let c = model.complete(request).await.unwrap();
+    let lps = c.logprobs.expect("asked for log-probabilities");
+    assert_eq!(lps.len(), c.usage.completion_tokens);
+    let first = &lps[0];
+    assert!(first.logprob <= 0.0);
+    // Under the constraint only "yes"/"no" beginnings are possible: their probabilities add up to about 1.
+    let total: f32 = first.top.iter().map(|(_, lp)| lp.exp()).sum();
+    assert!((total - 1.0).abs() < 0.02, "{:?}", first.top);
+    assert!(
+        first.top.iter().all(|(t, _)| "yes".starts_with(t.as_str()) || "no".starts_with(t.as_str())),
+        "{:?}",
+        first.top
+    );
+    // Without it, a plain request reports probabilities over the whole vocabulary.
+    let free =
+        model.complete(Request::chat([Message::user("Say hi.")]).with_logprobs().with_max_tokens(3)).await.unwrap();
+    assert!(free.logprobs.unwrap().iter().all(|t| t.logprob <= 0.0 && t.top.len() == 5));
 }
 
 #[tokio::test]

@@ -13,7 +13,9 @@ mod scripted;
 mod stream;
 
 pub use llama::{LlamaModel, LlamaModelBuilder};
-pub use request::{Completion, Constraint, FinishReason, Message, Prompt, Request, Role, Sampling, Usage};
+pub use request::{
+    Completion, Constraint, FinishReason, Message, Prompt, Request, Role, Sampling, TokenLogprob, Usage,
+};
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use scripted::ScriptedModel;

@@ -174,6 +174,9 @@ pub struct Request {
     pub stop: Vec<String>,
     /// An optional constraint on what may be generated.
     pub constraint: Option<Constraint>,
+    /// Report the log-probability of each generated token (and the most likely alternatives). Under a
+    /// constraint, probabilities are over the tokens the constraint allows.
+    pub logprobs: bool,
 }
 
 impl Request {
@@ -197,6 +200,7 @@ impl Request {
             max_tokens: Self::DEFAULT_MAX_TOKENS,
             stop: Vec::new(),
             constraint: None,
+            logprobs: false,
         }
     }
 
@@ -218,6 +222,13 @@ impl Request {
     #[must_use]
     pub fn with_stop<S: Into<String>>(mut self, stop: impl IntoIterator<Item = S>) -> Self {
         self.stop = stop.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Asks for the log-probability of each generated token in [`Completion::logprobs`].
+    #[must_use]
+    pub fn with_logprobs(mut self) -> Self {
+        self.logprobs = true;
         self
     }
 
@@ -278,4 +289,18 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     /// Token counts and timings.
     pub usage: Usage,
+    /// Per generated token, when the request asked for them ([`Request::with_logprobs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
+}
+
+/// The log-probability of one generated token, with the most likely alternatives at that step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its natural log-probability.
+    pub logprob: f32,
+    /// Up to five most likely tokens at that step (the chosen one included), most likely first.
+    pub top: Vec<(String, f32)>,
 }

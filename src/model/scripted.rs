@@ -50,6 +50,7 @@ impl ScriptedModel {
             text,
             finish_reason: FinishReason::EndOfText,
             usage: Usage { completion_tokens, ..Usage::default() },
+            logprobs: None,
         })
     }
 }

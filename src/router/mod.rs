@@ -4,12 +4,15 @@
 //! [`Router`] is object-safe and generic over the host's route type (typically an enum of specialists).
 //! [`RuleRouter`] matches closures, keywords and regular expressions; [`EmbeddingRouter`] compares the task's
 //! embedding with example utterances per route (nearest centroid by cosine, fully local) and falls back below a
-//! threshold. Routers plug into a graph with [`GraphBuilder::route`](crate::graph::GraphBuilder::route).
+//! threshold; [`ModelRouter`] lets a small model pick a route name under a grammar (only valid names can come
+//! out), with the probability of its choice as confidence. Routers plug into a graph with [`GraphBuilder::route`](crate::graph::GraphBuilder::route).
 
 mod embedding;
+mod model_choice;
 mod rules;
 
 pub use embedding::{EmbeddingRouter, EmbeddingRouterBuilder};
+pub use model_choice::{ModelRouter, ModelRouterBuilder};
 pub use rules::RuleRouter;
 
 use serde::{Deserialize, Serialize};

@@ -24,10 +24,10 @@ use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel as RawModel};
 use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
 
-use super::sample::{sample, Rng};
+use super::sample::{sample, sample_scored, Rng};
 use super::text::{Added, TextBuffer};
 use crate::model::stream::StreamEvent;
-use crate::model::{Completion, FinishReason, Sampling, Usage};
+use crate::model::{Completion, FinishReason, Sampling, TokenLogprob, Usage};
 use crate::{Error, Result};
 
 /// Settings of one worker.
@@ -104,6 +104,7 @@ pub(super) struct GenerateJob {
     pub(super) max_tokens: usize,
     pub(super) stop: Vec<String>,
     pub(super) matcher: Option<Matcher>,
+    pub(super) logprobs: bool,
     pub(super) sink: Sink,
     pub(super) submitted: Instant,
     pub(super) ticket: Ticket,
@@ -256,6 +257,8 @@ struct Active {
     sampling: Sampling,
     rng: Rng,
     matcher: Option<Matcher>,
+    /// Filled when the request asked for log-probabilities.
+    logprobs: Option<Vec<TokenLogprob>>,
     max_tokens: usize,
     generated: usize,
     text: TextBuffer,
@@ -364,6 +367,7 @@ impl Engine<'_> {
             rng: Rng::new(job.sampling.seed),
             sampling: job.sampling,
             matcher: job.matcher,
+            logprobs: job.logprobs.then(Vec::new),
             max_tokens: job.max_tokens,
             generated: 0,
             text: TextBuffer::new(job.stop),
@@ -454,7 +458,24 @@ impl Engine<'_> {
         let logits = self.ctx.get_logits_ith(batch_idx);
         let slot = &mut self.slots[idx];
         let Some(active) = slot.active.as_mut() else { return };
-        let sampled = sample(logits, &active.sampling, &mut active.rng, active.matcher.as_mut(), &mut self.scratch);
+        let vocab = self.model.vocab();
+        let sampled = if let Some(scores) = active.logprobs.as_mut() {
+            sample_scored(logits, &active.sampling, &mut active.rng, active.matcher.as_mut(), &mut self.scratch).map(
+                |(token, logprob, top)| {
+                    let text = |t: u32| {
+                        String::from_utf8_lossy(&vocab.token_to_piece(LlamaToken(t as i32), true, None)).into_owned()
+                    };
+                    scores.push(TokenLogprob {
+                        token: text(token),
+                        logprob,
+                        top: top.into_iter().map(|(t, l)| (text(t), l)).collect(),
+                    });
+                    token
+                },
+            )
+        } else {
+            sample(logits, &active.sampling, &mut active.rng, active.matcher.as_mut(), &mut self.scratch)
+        };
         let now = Instant::now();
         active.first_token.get_or_insert(now);
         let token = match sampled {
@@ -466,7 +487,6 @@ impl Engine<'_> {
                 return;
             }
         };
-        let vocab = self.model.vocab();
         if vocab.is_eog(token) {
             finish(slot, FinishReason::EndOfText);
             return;
@@ -550,6 +570,7 @@ fn finish(slot: &mut Slot, reason: FinishReason) {
     let first = active.first_token.unwrap_or(end);
     let completion = Completion {
         text: active.text.text().to_owned(),
+        logprobs: active.logprobs.take(),
         finish_reason: reason,
         usage: Usage {
             prompt_tokens: active.prompt.len(),

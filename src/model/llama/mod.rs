@@ -658,6 +658,7 @@ impl LlamaModel {
             max_tokens: request.max_tokens as usize,
             stop: request.stop,
             matcher,
+            logprobs: request.logprobs,
             sink,
             submitted,
             ticket,

@@ -61,6 +61,43 @@ pub(crate) fn sample(
     Ok(pick(logits, sampling, rng, Some(&mask), scratch))
 }
 
+/// Like [`sample`], and also returns the token's log-probability and the five most likely tokens with theirs,
+/// over the tokens the constraint allows (the mask is computed at every step, so this costs more).
+pub(crate) fn sample_scored(
+    logits: &[f32],
+    sampling: &Sampling,
+    rng: &mut Rng,
+    matcher: Option<&mut Matcher>,
+    scratch: &mut Vec<(u32, f32)>,
+) -> Result<(u32, f32, Vec<(u32, f32)>), ConstraintFailure> {
+    let mask = match matcher {
+        Some(m) => {
+            let mask = m.compute_mask_or_eos().map_err(|e| ConstraintFailure(e.to_string()))?;
+            if mask.is_zero() {
+                return Err(ConstraintFailure("the grammar allows no token here".into()));
+            }
+            Some(mask)
+        }
+        None => None,
+    };
+    let token = pick(logits, sampling, rng, mask.as_ref(), scratch);
+    let allowed_logits = || logits.iter().enumerate().filter(|&(i, l)| l.is_finite() && allowed(mask.as_ref(), i));
+    let max = allowed_logits().map(|(_, &l)| l).fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = allowed_logits().map(|(_, &l)| f64::from(l - max).exp()).sum();
+    let lse = f64::from(max) + sum.ln();
+    let logprob = |l: f32| (f64::from(l) - lse) as f32;
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(6);
+    for (i, &l) in allowed_logits() {
+        if top.len() < 5 || l > top[top.len() - 1].1 {
+            let at = top.partition_point(|&(_, x)| x >= l);
+            top.insert(at, (i as u32, l));
+            top.truncate(5);
+        }
+    }
+    let chosen = logits.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY);
+    Ok((token, logprob(chosen), top.into_iter().map(|(t, l)| (t, logprob(l))).collect()))
+}
+
 fn allowed(mask: Option<&SimpleVob>, token: usize) -> bool {
     // Tokens past the mask's length (some vocabularies are padded) are never allowed under a mask.
     mask.is_none_or(|m| token < m.len() && m.is_allowed(token as u32))
