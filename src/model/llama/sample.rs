@@ -61,6 +61,9 @@ pub(crate) fn sample(
     Ok(pick(logits, sampling, rng, Some(&mask), scratch))
 }
 
+/// A sampled token, its log-probability, and the five most likely tokens with theirs.
+pub(crate) type Scored = (u32, f32, Vec<(u32, f32)>);
+
 /// Like [`sample`], and also returns the token's log-probability and the five most likely tokens with theirs,
 /// over the tokens the constraint allows (the mask is computed at every step, so this costs more).
 pub(crate) fn sample_scored(
@@ -69,7 +72,7 @@ pub(crate) fn sample_scored(
     rng: &mut Rng,
     matcher: Option<&mut Matcher>,
     scratch: &mut Vec<(u32, f32)>,
-) -> Result<(u32, f32, Vec<(u32, f32)>), ConstraintFailure> {
+) -> Result<Scored, ConstraintFailure> {
     let mask = match matcher {
         Some(m) => {
             let mask = m.compute_mask_or_eos().map_err(|e| ConstraintFailure(e.to_string()))?;
