@@ -3,6 +3,7 @@
 #![warn(unreachable_pub, clippy::unwrap_used, clippy::await_holding_lock)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod agent;
 mod error;
 pub mod graph;
 pub mod model;
@@ -17,6 +18,7 @@ pub use error::{Error, Result};
 
 /// The items most programs need: `use slm_agents::prelude::*;`.
 pub mod prelude {
+    pub use crate::agent::Agent;
     pub use crate::graph::{Graph, Handle, Node, Retry, RunReport};
     pub use crate::model::{
         Completion, Constraint, LanguageModel, LlamaModel, Message, Request, Role, Sampling, TokenStream, Usage,

@@ -614,7 +614,7 @@ impl<I: Send + Sync + 'static, O: Clone + Send + Sync + 'static> Graph<I, O> {
 }
 
 #[async_trait::async_trait]
-impl<I: Send + Sync + 'static, O: Clone + Send + Sync + 'static> Node for Graph<I, O> {
+impl<I: Send + Sync + 'static, O: Clone + Send + Sync + 'static> crate::agent::Agent for Graph<I, O> {
     type Input = I;
     type Output = O;
 
@@ -622,7 +622,7 @@ impl<I: Send + Sync + 'static, O: Clone + Send + Sync + 'static> Node for Graph<
         self.name.clone()
     }
 
-    async fn invoke(&self, input: I, ctx: &RunContext) -> Result<O> {
+    async fn run(&self, input: I, ctx: &RunContext) -> Result<O> {
         Graph::run(self, input, ctx).await
     }
 }

@@ -5,13 +5,13 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::run::RunContext;
-use crate::specialist::Specialist;
+use crate::agent::Agent;
 use crate::{Error, Result};
 
 /// A step of a graph: typed input in, typed output out.
 ///
-/// Every [`Specialist`] is a node, and so is every [`Graph`](super::Graph). Plain async functions and closures
-/// become nodes through [`IntoNode`] when added to a graph.
+/// Every [`Agent`] is a node — specialists, teams and [`Graph`](super::Graph)s among them. Plain async functions
+/// and closures become nodes through [`IntoNode`] when added to a graph.
 ///
 /// ```
 /// use slm_agents::graph::Node;
@@ -41,26 +41,26 @@ pub trait Node: Send + Sync + 'static {
     /// The node's name in reports, errors and diagrams (override with `.named(..)` when adding it).
     fn name(&self) -> String;
 
-    /// Runs the node. (Named `invoke`, not `run`, so that it never clashes with [`Specialist::run`] on a
-    /// specialist, which is a node too.)
+    /// Runs the node. (Named `invoke`, not `run`, so that it never clashes with [`Agent::run`] on an agent,
+    /// which is a node too.)
     async fn invoke(&self, input: Self::Input, ctx: &RunContext) -> Result<Self::Output>;
 }
 
 #[async_trait::async_trait]
-impl<S> Node for S
+impl<A> Node for A
 where
-    S: Specialist + 'static,
-    S::Output: Sync,
+    A: Agent + 'static,
+    A::Output: Sync,
 {
-    type Input = S::Input;
-    type Output = S::Output;
+    type Input = A::Input;
+    type Output = A::Output;
 
     fn name(&self) -> String {
-        self.card().name.clone()
+        Agent::name(self)
     }
 
-    async fn invoke(&self, input: S::Input, ctx: &RunContext) -> Result<S::Output> {
-        Specialist::run(self, input, ctx).await
+    async fn invoke(&self, input: A::Input, ctx: &RunContext) -> Result<A::Output> {
+        Agent::run(self, input, ctx).await
     }
 }
 

@@ -14,8 +14,7 @@ pub use model::{ModelSpecialist, ModelSpecialistBuilder};
 
 use serde::{Deserialize, Serialize};
 
-use crate::run::RunContext;
-use crate::Result;
+use crate::agent::Agent;
 
 /// What routers and managers read about a specialist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,11 +27,13 @@ pub struct SpecialistCard {
     pub examples: Vec<String>,
 }
 
-/// A specialist: typed input in, typed output out.
+/// A specialist: an [`Agent`] with a card that routers and managers read.
 ///
-/// The trait is object-safe: hosts can hold `Box<dyn Specialist<Input = String, Output = Plan>>`.
+/// The trait is object-safe: hosts can hold `Box<dyn Specialist<Input = String, Output = Plan>>`. Its `run`
+/// comes from [`Agent`].
 ///
 /// ```
+/// use slm_agents::agent::Agent;
 /// use slm_agents::run::RunContext;
 /// use slm_agents::specialist::{Specialist, SpecialistCard};
 ///
@@ -40,14 +41,20 @@ pub struct SpecialistCard {
 /// struct Shouter(SpecialistCard);
 ///
 /// #[async_trait::async_trait]
-/// impl Specialist for Shouter {
+/// impl Agent for Shouter {
 ///     type Input = String;
 ///     type Output = String;
-///     fn card(&self) -> &SpecialistCard {
-///         &self.0
+///     fn name(&self) -> String {
+///         self.0.name.clone()
 ///     }
 ///     async fn run(&self, input: String, _ctx: &RunContext) -> slm_agents::Result<String> {
 ///         Ok(input.to_uppercase())
+///     }
+/// }
+///
+/// impl Specialist for Shouter {
+///     fn card(&self) -> &SpecialistCard {
+///         &self.0
 ///     }
 /// }
 ///
@@ -56,16 +63,7 @@ pub struct SpecialistCard {
 /// let out = futures::executor::block_on(s.run("hi".into(), &RunContext::new())).unwrap();
 /// assert_eq!(out, "HI");
 /// ```
-#[async_trait::async_trait]
-pub trait Specialist: Send + Sync {
-    /// What the specialist is given.
-    type Input: Send + 'static;
-    /// What it answers.
-    type Output: Send + 'static;
-
+pub trait Specialist: Agent {
     /// Its name, description and example tasks.
     fn card(&self) -> &SpecialistCard;
-
-    /// Does its job. Model and tool calls are reported to `ctx`.
-    async fn run(&self, input: Self::Input, ctx: &RunContext) -> Result<Self::Output>;
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::{Specialist, SpecialistCard};
+use crate::agent::Agent;
 use crate::model::{LanguageModel, LlamaModel, Message, Request, Sampling};
 use crate::run::{ModelCallEvent, RunContext, RunEvent, ToolCallEvent};
 use crate::structured::{inline_schema_for, OutputSchema};
@@ -402,7 +403,7 @@ where
         &self.system
     }
 
-    fn name(&self) -> &str {
+    fn card_name(&self) -> &str {
         &self.card.name
     }
 
@@ -441,7 +442,7 @@ where
             let started = Instant::now();
             let result = self.model.complete(request).await;
             ctx.record(RunEvent::ModelCall(ModelCallEvent {
-                specialist: self.name().to_owned(),
+                specialist: self.card_name().to_owned(),
                 model: self.model.name().to_owned(),
                 step,
                 messages: messages.clone(),
@@ -462,14 +463,14 @@ where
                 }
                 Some(Turn::Call { tool, arguments }) => {
                     if done_calls.iter().any(|(t, a)| *t == tool && *a == arguments) {
-                        tracing::debug!(specialist = %self.name(), %tool, "repeated call; asking for the answer");
+                        tracing::debug!(specialist = %self.card_name(), %tool, "repeated call; asking for the answer");
                         answer_only = true;
                         continue;
                     }
                     let started = Instant::now();
                     let result = self.call_tool(&tool, arguments.clone()).await;
                     ctx.record(RunEvent::ToolCall(ToolCallEvent {
-                        specialist: self.name().to_owned(),
+                        specialist: self.card_name().to_owned(),
                         tool: tool.clone(),
                         arguments: arguments.clone(),
                         result: result.as_ref().ok().cloned(),
@@ -485,9 +486,9 @@ where
                         }
                         Err(error) => {
                             tool_errors += 1;
-                            tracing::debug!(specialist = %self.name(), %tool, error = %error.full_message(), "tool failed");
+                            tracing::debug!(specialist = %self.card_name(), %tool, error = %error.full_message(), "tool failed");
                             if tool_errors > self.max_tool_errors {
-                                return Err(Error::Tool { specialist: self.name().to_owned(), tool, source: error });
+                                return Err(Error::Tool { specialist: self.card_name().to_owned(), tool, source: error });
                             }
                             messages.push(Message::tool(json!({ "error": error.full_message() }).to_string()));
                         }
@@ -495,14 +496,14 @@ where
                 }
                 None => {
                     return Err(Error::Validation {
-                        type_name: format!("turn of {}", self.name()),
+                        type_name: format!("turn of {}", self.card_name()),
                         reason: "neither a tool call nor an answer".into(),
                         output: completion.text,
                     })
                 }
             }
         }
-        Err(Error::MaxSteps { specialist: self.name().to_owned(), steps: self.max_steps })
+        Err(Error::MaxSteps { specialist: self.card_name().to_owned(), steps: self.max_steps })
     }
 }
 
@@ -516,8 +517,18 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-#[async_trait::async_trait]
 impl<I, O> Specialist for ModelSpecialist<I, O>
+where
+    I: Serialize + Send + Sync + 'static,
+    O: JsonSchema + DeserializeOwned + Send + 'static,
+{
+    fn card(&self) -> &SpecialistCard {
+        &self.card
+    }
+}
+
+#[async_trait::async_trait]
+impl<I, O> Agent for ModelSpecialist<I, O>
 where
     I: Serialize + Send + Sync + 'static,
     O: JsonSchema + DeserializeOwned + Send + 'static,
@@ -525,8 +536,8 @@ where
     type Input = I;
     type Output = O;
 
-    fn card(&self) -> &SpecialistCard {
-        &self.card
+    fn name(&self) -> String {
+        self.card.name.clone()
     }
 
     async fn run(&self, input: I, ctx: &RunContext) -> Result<O> {
