@@ -6,7 +6,7 @@ use serde::Deserialize;
 use slm_agents::graph::Graph;
 use slm_agents::model::LlamaModel;
 use slm_agents::model::{LanguageModel, Message, Request};
-use slm_agents::router::{EmbeddingRouter, ModelRouter, Router, RuleRouter};
+use slm_agents::router::{CascadeRouter, EmbeddingRouter, ModelRouter, Router, RuleRouter};
 use slm_agents::run::RunContext;
 
 #[derive(Deserialize)]
@@ -127,6 +127,31 @@ async fn rule_and_embedding_routers_beat_the_majority_baseline() {
     assert!(emb_acc > baseline, "embedding router {emb_acc:.3} vs majority {baseline:.3}");
     assert!(rule_acc > baseline, "rule router {rule_acc:.3} vs majority {baseline:.3}");
     assert!(model_acc > baseline, "model-choice router {model_acc:.3} vs majority {baseline:.3}");
+
+    // The cascade: the model's choice when it is sure, otherwise the large model.
+    let cascade = CascadeRouter::new(model_router, 0.5, "escalate".to_string());
+    let ctx = RunContext::new();
+    let mut escalated = 0;
+    let mut right_when_kept = (0, 0);
+    for (text, label) in &d.requests {
+        let decision = cascade.route(text, &ctx).await.unwrap();
+        if decision.route == "escalate" {
+            assert!(decision.reason.starts_with("escalated"), "{}", decision.reason);
+            escalated += 1;
+        } else {
+            right_when_kept.1 += 1;
+            if &decision.route == label {
+                right_when_kept.0 += 1;
+            }
+        }
+    }
+    eprintln!(
+        "cascade at 0.5: escalation rate {:.3}; accuracy of the routes kept {}/{}",
+        escalated as f64 / d.requests.len() as f64,
+        right_when_kept.0,
+        right_when_kept.1
+    );
+    assert!(escalated > 0 && escalated < d.requests.len());
 }
 
 #[tokio::test]

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::run::RunContext;
 use crate::agent::Agent;
+use crate::run::RunContext;
 use crate::{Error, Result};
 
 /// A step of a graph: typed input in, typed output out.

@@ -7,10 +7,12 @@
 //! threshold; [`ModelRouter`] lets a small model pick a route name under a grammar (only valid names can come
 //! out), with the probability of its choice as confidence. Routers plug into a graph with [`GraphBuilder::route`](crate::graph::GraphBuilder::route).
 
+mod cascade;
 mod embedding;
 mod model_choice;
 mod rules;
 
+pub use cascade::CascadeRouter;
 pub use embedding::{EmbeddingRouter, EmbeddingRouterBuilder};
 pub use model_choice::{ModelRouter, ModelRouterBuilder};
 pub use rules::RuleRouter;

@@ -488,7 +488,11 @@ where
                             tool_errors += 1;
                             tracing::debug!(specialist = %self.card_name(), %tool, error = %error.full_message(), "tool failed");
                             if tool_errors > self.max_tool_errors {
-                                return Err(Error::Tool { specialist: self.card_name().to_owned(), tool, source: error });
+                                return Err(Error::Tool {
+                                    specialist: self.card_name().to_owned(),
+                                    tool,
+                                    source: error,
+                                });
                             }
                             messages.push(Message::tool(json!({ "error": error.full_message() }).to_string()));
                         }
