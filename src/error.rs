@@ -191,6 +191,16 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A team's manager wrote a plan that cannot be run (empty, out of order, or no fitting specialist), and
+    /// the team has nowhere to escalate.
+    #[error("team `{team}`: unusable plan: {reason}")]
+    Plan {
+        /// The team.
+        team: String,
+        /// What is wrong with the plan.
+        reason: String,
+    },
+
     /// A graph node failed; the cause is the source.
     #[error("graph node `{node}` failed")]
     Node {

@@ -1,5 +1,9 @@
 //! Agents: anything with a typed `run`. Specialists, graphs and teams are agents.
 
+mod team;
+
+pub use team::{Plan, PlanStep, StepResult, Team, TeamBuilder, TeamResults};
+
 use crate::run::RunContext;
 use crate::Result;
 

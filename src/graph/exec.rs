@@ -164,7 +164,8 @@ pub(super) async fn run(
                         }
                     }
                     Kind::Task(runner) | Kind::Branch(runner) => {
-                        let inputs: Vec<Value> = spec.deps.iter().filter_map(|&d| values[d].clone()).collect();
+                        let inputs: Vec<Value> =
+                            spec.deps.iter().take(spec.inputs).filter_map(|&d| values[d].clone()).collect();
                         status[i] = Status::Running;
                         report[i].started = Some(now);
                         let span = tracing::info_span!("node", name = %spec.name);

@@ -116,8 +116,9 @@ impl<R> Debug for BranchHandle<R> {
     }
 }
 
-/// The handles a node is added after: one `&Handle<T>` (the node's input is `T`) or a tuple of up to eight
-/// (its input is the tuple of their types). Values are cloned into each node that needs them.
+/// The handles a node is added after: one `&Handle<T>` (the node's input is `T`), a tuple of up to eight
+/// (its input is the tuple of their types), or a slice of handles of one type, for fan-in decided at run time
+/// (its input is a `Vec`). Values are cloned into each node that needs them.
 ///
 /// ```
 /// use slm_agents::graph::Graph;
@@ -149,6 +150,16 @@ impl<T: Clone + Send + Sync + 'static> Deps for &Handle<T> {
     }
     fn gather(values: &[Value]) -> Option<T> {
         values.first()?.downcast_ref::<T>().cloned()
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Deps for &[Handle<T>] {
+    type Output = Vec<T>;
+    fn handles(&self) -> Vec<(u64, usize)> {
+        self.iter().map(|h| (h.graph, h.node)).collect()
+    }
+    fn gather(values: &[Value]) -> Option<Vec<T>> {
+        values.iter().map(|v| v.downcast_ref::<T>().cloned()).collect()
     }
 }
 
@@ -218,6 +229,8 @@ struct NodeSpec {
     explicit: bool,
     kind: Kind,
     deps: Vec<usize>,
+    /// How many of `deps` are the node's inputs (a route condition adds its branch after them).
+    inputs: usize,
     condition: Option<Condition>,
     timeout: Option<Duration>,
     retry: Retry,
@@ -314,11 +327,13 @@ impl<I, N: Node> PendingNode<'_, I, N> {
             .boxed()
         });
         let mut handles = deps.handles();
+        let inputs = handles.len();
         if let Some(dep) = self.condition_dep {
             handles.push(dep);
         }
         let handle = self.builder.push(name, Kind::Task(runner), handles, self.condition, self.timeout, self.retry);
         self.builder.nodes[handle.node].explicit = explicit;
+        self.builder.nodes[handle.node].inputs = inputs;
         handle
     }
 }
@@ -336,6 +351,7 @@ impl<I: Send + Sync + 'static> GraphBuilder<I> {
             explicit: true,
             kind: Kind::Input,
             deps: Vec::new(),
+            inputs: 0,
             condition: None,
             timeout: None,
             retry: Retry::new(1, Duration::ZERO),
@@ -464,7 +480,8 @@ impl<I> GraphBuilder<I> {
             }
             deps.push(node);
         }
-        self.nodes.push(NodeSpec { name, explicit: true, kind, deps, condition, timeout, retry });
+        let inputs = deps.len();
+        self.nodes.push(NodeSpec { name, explicit: true, kind, deps, inputs, condition, timeout, retry });
         Handle { graph: self.id, node: self.nodes.len() - 1, _type: PhantomData }
     }
 }
