@@ -215,6 +215,25 @@ impl<O: Clone + Send + Sync + 'static> TeamBuilder<O> {
         let mut choices: Vec<Value> = names.iter().map(|n| json!(n)).collect();
         choices.push(json!("none"));
         let max = self.max_steps.max(1);
+        // One schema per position, so that step i can only need steps 0..i: the grammar itself rules out
+        // forward references (and so cycles).
+        let step_schema = |i: usize| {
+            let needs = if i == 0 {
+                json!({ "type": "array", "maxItems": 0 })
+            } else {
+                json!({ "type": "array", "maxItems": i, "items": { "type": "integer", "minimum": 0, "maximum": i - 1 } })
+            };
+            json!({
+                "type": "object",
+                "properties": {
+                    "specialist": { "enum": choices },
+                    "task": { "type": "string", "minLength": 1, "maxLength": 200 },
+                    "needs": needs
+                },
+                "required": ["specialist", "task", "needs"],
+                "additionalProperties": false
+            })
+        };
         let schema = json!({
             "type": "object",
             "properties": {
@@ -222,16 +241,8 @@ impl<O: Clone + Send + Sync + 'static> TeamBuilder<O> {
                     "type": "array",
                     "minItems": 1,
                     "maxItems": max,
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "specialist": { "enum": choices },
-                            "task": { "type": "string", "minLength": 1, "maxLength": 200 },
-                            "needs": { "type": "array", "maxItems": max, "items": { "type": "integer", "minimum": 0, "maximum": max - 1 } }
-                        },
-                        "required": ["specialist", "task", "needs"],
-                        "additionalProperties": false
-                    }
+                    "prefixItems": (0..max).map(step_schema).collect::<Vec<_>>(),
+                    "items": false
                 }
             },
             "required": ["steps"],
