@@ -95,11 +95,15 @@ async fn a_plan_naming_no_fitting_specialist_escalates_or_fails_clearly() {
 }
 
 #[tokio::test]
-async fn a_plan_whose_steps_need_later_steps_is_refused() {
+async fn a_plan_whose_steps_need_later_steps_is_refused_or_escalated() {
+    // The grammar gives step i a `needs` of at most steps 0..i, so a constrained manager cannot write this; a
+    // model that ignores constraints (the scripted one here) is caught by validation.
     let plan = r#"{"steps": [{"specialist": "flights", "task": "x", "needs": [1]}, {"specialist": "hotels", "task": "y", "needs": []}]}"#;
     let (team, _) = team(plan, false);
     let err = team.run("r".into(), &RunContext::new()).await.unwrap_err();
-    assert!(matches!(&err, Error::Plan { reason, .. } if reason.contains("does not come before")), "{err}");
+    assert!(matches!(&err, Error::Validation { type_name, .. } if type_name == "plan of travel"), "{err}");
+    let (with, _) = team(plan, true);
+    assert_eq!(with.run("r".into(), &RunContext::new()).await.unwrap().text, "escalated: r");
 }
 
 #[tokio::test]
