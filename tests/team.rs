@@ -99,8 +99,8 @@ async fn a_plan_whose_steps_need_later_steps_is_refused_or_escalated() {
     // The grammar gives step i a `needs` of at most steps 0..i, so a constrained manager cannot write this; a
     // model that ignores constraints (the scripted one here) is caught by validation.
     let plan = r#"{"steps": [{"specialist": "flights", "task": "x", "needs": [1]}, {"specialist": "hotels", "task": "y", "needs": []}]}"#;
-    let (team, _) = team(plan, false);
-    let err = team.run("r".into(), &RunContext::new()).await.unwrap_err();
+    let (without, _) = team(plan, false);
+    let err = without.run("r".into(), &RunContext::new()).await.unwrap_err();
     assert!(matches!(&err, Error::Validation { type_name, .. } if type_name == "plan of travel"), "{err}");
     let (with, _) = team(plan, true);
     assert_eq!(with.run("r".into(), &RunContext::new()).await.unwrap().text, "escalated: r");
