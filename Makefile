@@ -9,6 +9,7 @@ deps:
 models: deps
 	scripts/fetch-models.sh
 	scripts/make-test-adapters.sh
+	scripts/install-test-server.sh
 
 # The main example: the seed's calendar request, as a typed MeetingRequest, on SmolLM2-135M.
 demo: models

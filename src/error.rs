@@ -236,6 +236,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// A remote model could not be reached or answered wrongly (after retries where they apply).
+    #[error("remote model: {reason}")]
+    Remote {
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The run's privacy policy forbids sending this request off the device.
+    #[error("privacy policy forbids calling remote model `{model}`")]
+    PrivacyViolation {
+        /// The remote model's name.
+        model: String,
+    },
+
     /// The model's worker thread has stopped (it panicked, or the model was dropped).
     #[error("the model worker has stopped")]
     WorkerStopped,

@@ -44,6 +44,18 @@ pub enum RunEvent {
     ModelCall(ModelCallEvent),
     /// A call of a tool.
     ToolCall(ToolCallEvent),
+    /// Personal data was replaced before a remote call (only kinds and placeholders are recorded, never the
+    /// values).
+    Redaction(RedactionEvent),
+}
+
+/// Personal data replaced before a call of a remote model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedactionEvent {
+    /// The remote model.
+    pub model: String,
+    /// What was replaced: kind and placeholder.
+    pub replaced: Vec<(crate::privacy::PiiKind, String)>,
 }
 
 /// A call of a language model by a specialist.
@@ -161,7 +173,7 @@ impl MemoryRecorder {
             .into_iter()
             .filter_map(|e| match e {
                 RunEvent::ToolCall(t) => Some(t),
-                RunEvent::ModelCall(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -172,7 +184,7 @@ impl MemoryRecorder {
             .into_iter()
             .filter_map(|e| match e {
                 RunEvent::ModelCall(m) => Some(m),
-                RunEvent::ToolCall(_) => None,
+                _ => None,
             })
             .collect()
     }

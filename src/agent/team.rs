@@ -284,12 +284,9 @@ impl<O: Clone + Send + Sync + 'static> Team<O> {
         let mut messages = self.manager_prompt.clone();
         messages.push(Message::user(request));
         let started = Instant::now();
-        let result = self
-            .manager
-            .complete(
-                Request::chat(messages.clone()).with_constraint(self.plan_schema.constraint()).with_max_tokens(400),
-            )
-            .await;
+        let request =
+            Request::chat(messages.clone()).with_constraint(self.plan_schema.constraint()).with_max_tokens(400);
+        let result = crate::model::complete_in(&*self.manager, request, ctx).await;
         ctx.record(RunEvent::ModelCall(ModelCallEvent {
             specialist: format!("{}/manager", self.name),
             model: self.manager.name().to_owned(),

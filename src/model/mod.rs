@@ -7,12 +7,17 @@
 //! Typed output on top of this layer lives in [`crate::structured`].
 
 mod llama;
+#[cfg(feature = "remote")]
+mod remote;
 mod request;
 #[cfg(feature = "test-util")]
 mod scripted;
 mod stream;
 
 pub use llama::{LlamaModel, LlamaModelBuilder};
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+pub use remote::{RemoteModel, RemoteModelBuilder};
 pub use request::{
     Completion, Constraint, FinishReason, Message, Prompt, Request, Role, Sampling, TokenLogprob, Usage,
 };
@@ -21,7 +26,78 @@ pub use request::{
 pub use scripted::ScriptedModel;
 pub use stream::TokenStream;
 
-use crate::Result;
+use crate::privacy::Privacy;
+use crate::run::{RedactionEvent, RunContext, RunEvent};
+use crate::{Error, Result};
+
+/// Calls `model` within a run: the run's [`Privacy`] policy decides what may reach a remote model.
+///
+/// Local models are called as they are. For a remote model, `LocalOnly` refuses the call before anything is
+/// sent ([`Error::PrivacyViolation`]), and `Redact` replaces personal data in the messages with placeholders,
+/// restores the original values where they come back in the answer, and reports the replacement to the run.
+/// Specialists, teams and routers call models through this.
+///
+/// # Errors
+/// [`Error::PrivacyViolation`], or whatever the model returns.
+pub async fn complete_in(model: &dyn LanguageModel, request: Request, ctx: &RunContext) -> Result<Completion> {
+    if !model.is_remote() {
+        return model.complete(request).await;
+    }
+    match ctx.privacy() {
+        Privacy::LocalOnly => Err(Error::PrivacyViolation { model: model.name().to_owned() }),
+        Privacy::Redact(redactor) => {
+            let mut request = request;
+            let redaction = match &mut request.prompt {
+                Prompt::Chat(messages) => {
+                    let (texts, redaction) =
+                        redactor.redact_many(&messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>());
+                    for (m, t) in messages.iter_mut().zip(texts) {
+                        m.content = t;
+                    }
+                    redaction
+                }
+                Prompt::Raw(text) => {
+                    let redaction = redactor.redact(text);
+                    *text = redaction.text().to_owned();
+                    redaction
+                }
+            };
+            if !redaction.replacements().is_empty() {
+                ctx.record(RunEvent::Redaction(RedactionEvent {
+                    model: model.name().to_owned(),
+                    replaced: redaction
+                        .replacements()
+                        .iter()
+                        .map(|r| (r.kind.clone(), r.placeholder.clone()))
+                        .collect(),
+                }));
+            }
+            let mut completion = model.complete(request).await?;
+            completion.text = redaction.restore(&completion.text);
+            Ok(completion)
+        }
+        _ => model.complete(request).await,
+    }
+}
+
+/// Embeds texts within a run, under its [`Privacy`] policy (as [`complete_in`]; redacted texts are embedded
+/// with their placeholders).
+///
+/// # Errors
+/// [`Error::PrivacyViolation`], or whatever the model returns.
+pub async fn embed_in(model: &dyn LanguageModel, texts: &[String], ctx: &RunContext) -> Result<Vec<Vec<f32>>> {
+    if !model.is_remote() {
+        return model.embed(texts).await;
+    }
+    match ctx.privacy() {
+        Privacy::LocalOnly => Err(Error::PrivacyViolation { model: model.name().to_owned() }),
+        Privacy::Redact(redactor) => {
+            let (texts, _) = redactor.redact_many(texts);
+            model.embed(&texts).await
+        }
+        _ => model.embed(texts).await,
+    }
+}
 
 /// A language model: local (llama.cpp) or, in later features, remote.
 ///
@@ -45,6 +121,12 @@ pub trait LanguageModel: Send + Sync {
     /// A short, human-readable name (for logs and reports), e.g. the GGUF file stem.
     fn name(&self) -> &str;
 
+    /// Whether calls send data off the device (the run's [`Privacy`] policy applies
+    /// to such models; see [`complete_in`]).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// Generates a full completion.
     ///
     /// Dropping the returned future cancels the generation.
@@ -64,6 +146,9 @@ pub trait LanguageModel: Send + Sync {
 impl<M: LanguageModel + ?Sized> LanguageModel for std::sync::Arc<M> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+    fn is_remote(&self) -> bool {
+        (**self).is_remote()
     }
     async fn complete(&self, request: Request) -> Result<Completion> {
         (**self).complete(request).await

@@ -169,7 +169,21 @@ impl Redactor {
     /// Replaces every piece of personal data in `text` by a placeholder. The same value gets the same
     /// placeholder each time it appears.
     pub fn redact(&self, text: &str) -> Redaction {
-        let mut replacements: Vec<Replacement> = Vec::new();
+        let mut replacements = Vec::new();
+        let text = self.redact_into(text, &mut replacements);
+        Redaction { text, replacements }
+    }
+
+    /// Redacts several texts (the messages of one request) with one numbering, so that a placeholder means
+    /// the same value in all of them. Returns the texts and the redaction to restore answers with.
+    pub fn redact_many<S: AsRef<str>>(&self, texts: &[S]) -> (Vec<String>, Redaction) {
+        let mut replacements = Vec::new();
+        let out: Vec<String> = texts.iter().map(|t| self.redact_into(t.as_ref(), &mut replacements)).collect();
+        let text = out.join("\n");
+        (out, Redaction { text, replacements })
+    }
+
+    fn redact_into(&self, text: &str, replacements: &mut Vec<Replacement>) -> String {
         let mut current = text.to_owned();
         for (kind, regex) in &self.detectors {
             let mut out = String::with_capacity(current.len());
@@ -199,7 +213,7 @@ impl Redactor {
             out.push_str(&current[last..]);
             current = out;
         }
-        Redaction { text: current, replacements }
+        current
     }
 }
 

@@ -71,8 +71,8 @@ impl<R: Clone + Send + Sync + 'static> EmbeddingRouter<R> {
     ///
     /// # Errors
     /// Whatever the model's `embed` returns.
-    pub async fn similarities(&self, task: &str) -> Result<Vec<(R, f32)>> {
-        let v = self.model.embed(&[task.to_owned()]).await?.pop().unwrap_or_default();
+    pub async fn similarities(&self, task: &str, ctx: &RunContext) -> Result<Vec<(R, f32)>> {
+        let v = crate::model::embed_in(&*self.model, &[task.to_owned()], ctx).await?.pop().unwrap_or_default();
         let mut scored: Vec<(R, f32)> = self.centroids.iter().map(|(r, c)| (r.clone(), cosine(&v, c))).collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(scored)
@@ -132,8 +132,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[async_trait::async_trait]
 impl<R: Clone + std::fmt::Debug + Send + Sync + 'static> Router<R> for EmbeddingRouter<R> {
-    async fn route(&self, task: &str, _ctx: &RunContext) -> Result<Decision<R>> {
-        let scored = self.similarities(task).await?;
+    async fn route(&self, task: &str, ctx: &RunContext) -> Result<Decision<R>> {
+        let scored = self.similarities(task, ctx).await?;
         let Some((best, similarity)) = scored.first().cloned() else {
             return Ok(Decision { route: self.fallback.clone(), confidence: 0.0, reason: "no routes".into() });
         };

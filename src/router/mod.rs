@@ -6,6 +6,8 @@
 //! embedding with example utterances per route (nearest centroid by cosine, fully local) and falls back below a
 //! threshold; [`ModelRouter`] lets a small model pick a route name under a grammar (only valid names can come
 //! out), with the probability of its choice as confidence. Routers plug into a graph with [`GraphBuilder::route`](crate::graph::GraphBuilder::route).
+//!
+#![doc = include_str!("../../docs/routing-and-escalation.md")]
 
 mod cascade;
 mod embedding;

@@ -143,14 +143,14 @@ impl<R: Clone + Send + Sync + 'static> ModelRouterBuilder<R> {
 
 #[async_trait::async_trait]
 impl<R: Clone + Send + Sync + 'static> Router<R> for ModelRouter<R> {
-    async fn route(&self, task: &str, _ctx: &RunContext) -> Result<Decision<R>> {
+    async fn route(&self, task: &str, ctx: &RunContext) -> Result<Decision<R>> {
         let mut messages = self.prefix.clone();
         messages.push(Message::user(task));
         let request = Request::chat(messages)
             .with_constraint(Constraint::Regex(self.pattern.clone()))
             .with_logprobs()
             .with_max_tokens(16);
-        let completion = self.model.complete(request).await?;
+        let completion = crate::model::complete_in(&*self.model, request, ctx).await?;
         let name = completion.text.trim();
         let route =
             self.routes.iter().find(|(_, n)| n == name).map(|(r, _)| r.clone()).ok_or_else(|| Error::Validation {

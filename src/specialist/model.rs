@@ -440,7 +440,7 @@ where
                 .with_max_tokens(self.max_tokens)
                 .with_constraint(schema.constraint());
             let started = Instant::now();
-            let result = self.model.complete(request).await;
+            let result = crate::model::complete_in(&*self.model, request, ctx).await;
             ctx.record(RunEvent::ModelCall(ModelCallEvent {
                 specialist: self.card_name().to_owned(),
                 model: self.model.name().to_owned(),

@@ -68,3 +68,56 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
+
+/// A llama-cpp-python OpenAI-compatible server on 127.0.0.1 serving SmolLM2, for the remote-model tests;
+/// installed by `scripts/install-test-server.sh`. Stopped when dropped.
+pub struct TestServer {
+    child: std::process::Child,
+    pub base_url: String,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let deps = models_dir().join(".pyserver");
+        assert!(deps.exists(), "{} is missing: run scripts/install-test-server.sh first", deps.display());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+            .env("PYTHONPATH", &deps)
+            .args(["-m", "llama_cpp.server", "--model"])
+            .arg(smollm2_path())
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--n_threads",
+                "1",
+                "--n_ctx",
+                "2048",
+                "--model_alias",
+                "smollm2",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start llama_cpp.server");
+        let server = TestServer { child, base_url: format!("http://127.0.0.1:{port}/v1") };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Listening; give the model a moment to finish loading.
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("llama_cpp.server did not start within 90 s");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
