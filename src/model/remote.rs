@@ -38,6 +38,9 @@ struct Inner {
     agent: ureq::Agent,
     max_retries: u32,
     backoff: Duration,
+    /// Set once the server refused `json_schema` response formats: then `{"type": "json_object", "schema": ..}`
+    /// (llama-cpp-python's form) is sent instead.
+    json_object_schema: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RemoteModel {
@@ -128,6 +131,7 @@ impl RemoteModelBuilder {
                 agent,
                 max_retries: self.max_retries,
                 backoff: self.backoff,
+                json_object_schema: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -167,7 +171,11 @@ impl Inner {
         match &request.constraint {
             None => {}
             Some(Constraint::JsonSchema(schema)) => {
-                body["response_format"] = json!({ "type": "json_schema", "json_schema": { "name": "output", "schema": schema, "strict": true } });
+                body["response_format"] = if self.json_object_schema.load(std::sync::atomic::Ordering::Relaxed) {
+                    json!({ "type": "json_object", "schema": schema })
+                } else {
+                    json!({ "type": "json_schema", "json_schema": { "name": "output", "schema": schema, "strict": true } })
+                };
             }
             Some(Constraint::Regex(_)) => {
                 return Err(Error::InvalidRequest {
@@ -213,10 +221,26 @@ impl Inner {
         }
     }
 
+    /// Posts a chat request; if the server refuses the standard `json_schema` response format, switches to the
+    /// `json_object` + `schema` form for this and later requests.
+    fn post_chat(&self, request: &Request, stream: bool) -> Result<ureq::http::Response<ureq::Body>> {
+        let body = self.body(request, stream)?;
+        match self.post("/chat/completions", &body) {
+            Err(Error::Remote { reason })
+                if reason.contains("response_format")
+                    && request.constraint.is_some()
+                    && !self.json_object_schema.swap(true, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                tracing::debug!(%reason, "server refused json_schema; using json_object with a schema");
+                self.post("/chat/completions", &self.body(request, stream)?)
+            }
+            other => other,
+        }
+    }
+
     fn complete(&self, request: &Request) -> Result<Completion> {
         let started = Instant::now();
-        let body = self.body(request, false)?;
-        let mut response = self.post("/chat/completions", &body)?;
+        let mut response = self.post_chat(request, false)?;
         let text =
             response.body_mut().read_to_string().map_err(|e| remote_error(format!("reading the answer: {e}")))?;
         let value: Value = serde_json::from_str(&text).map_err(|_| {
@@ -266,8 +290,7 @@ impl Inner {
 
     fn stream(&self, request: &Request, tx: &mpsc::UnboundedSender<StreamEvent>) -> Result<Completion> {
         let started = Instant::now();
-        let body = self.body(request, true)?;
-        let response = self.post("/chat/completions", &body)?;
+        let response = self.post_chat(request, true)?;
         let reader = BufReader::new(response.into_body().into_reader());
         let mut text = String::new();
         let mut first = None;
