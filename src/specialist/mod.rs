@@ -1,8 +1,8 @@
 //! Specialists: a small model with one narrow job, its instructions, its tools and a typed answer.
 //!
 //! [`Specialist`] is the trait routers, managers and graphs work with: a [`SpecialistCard`] (name,
-//! description, example tasks) and an async `run` from a typed input to a typed output. [`ModelSpecialist`] is
-//! the model-backed implementation, built with [`ModelSpecialist::builder`]: each turn of its model is decoded
+//! description, example tasks) on top of [`Agent`]'s async `run` from a typed input to a typed output.
+//! [`ModelSpecialist`] is the model-backed implementation, built with [`ModelSpecialist::builder`]: each turn of its model is decoded
 //! under one grammar that allows exactly a call of one of *its* tools (name from that closed set, arguments from
 //! that tool's schema) or its final answer (the output type), so a small model cannot produce a malformed call.
 //!
