@@ -202,3 +202,52 @@ async fn redaction_hides_personal_data_and_restores_it_in_the_answer() {
     assert_eq!(redactions.len(), 1);
     assert_eq!(redactions[0].replaced.len(), 2);
 }
+
+#[derive(Debug, Deserialize, JsonSchema)]
+struct Lookup {
+    /// A city name
+    #[schemars(length(max = 40))]
+    city: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+struct Reply {
+    #[schemars(length(max = 80))]
+    text: String,
+}
+
+#[tokio::test]
+async fn a_specialist_on_a_remote_model_calls_its_tools_through_the_same_grammar() {
+    use slm_agents::prelude::*;
+    let server = support::TestServer::start();
+    let model = RemoteModel::builder(&server.base_url, "smollm2").build().unwrap();
+    let specialist = ModelSpecialist::builder("weather")
+        .model(model)
+        .instructions("You give the weather. First call get_weather with the city.")
+        .tool_dyn(Arc::new(slm_agents::tool::tool_fn(
+            "get_weather",
+            "Current weather in a city",
+            |a: Lookup| async move {
+                Ok::<_, std::io::Error>(serde_json::json!({ "city": a.city, "sky": "sunny", "celsius": 21 }))
+            },
+        )))
+        .output::<Reply>()
+        .max_tool_calls(1)
+        .max_steps(3)
+        .build()
+        .unwrap();
+    let events = Arc::new(MemoryRecorder::default());
+    let ctx = RunContext::new().with_recorder(events.clone());
+    let reply = specialist.run("What is the weather in Lisbon?".to_string(), &ctx).await.unwrap();
+    assert!(reply.text.len() <= 80);
+    assert!(!events.tool_calls().is_empty(), "the served model called the tool");
+    for call in events.tool_calls() {
+        assert_eq!(call.tool, "get_weather");
+        specialist.tools().validate(&call.tool, &call.arguments).unwrap();
+    }
+    // Every turn the server produced was a call of the tool or an answer.
+    for m in events.model_calls() {
+        let v: serde_json::Value = serde_json::from_str(m.output.as_deref().unwrap()).unwrap();
+        assert!(v.get("tool").is_some() || v.get("answer").is_some(), "{v}");
+    }
+}

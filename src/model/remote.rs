@@ -148,8 +148,15 @@ impl Inner {
                 reason: "a remote model takes chat messages, not a raw prompt".into(),
             });
         };
-        let messages: Vec<Value> =
-            messages.iter().map(|m| json!({ "role": m.role.as_str(), "content": m.content })).collect();
+        // The API's `tool` role needs the id of a native tool call; our tool calls travel as JSON in the
+        // assistant's text (the same grammar as locally), so their results go back as user messages.
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|m| match m.role {
+                super::Role::Tool => json!({ "role": "user", "content": format!("Tool result: {}", m.content) }),
+                _ => json!({ "role": m.role.as_str(), "content": m.content }),
+            })
+            .collect();
         let mut body = json!({
             "model": self.model,
             "messages": messages,
