@@ -398,16 +398,7 @@ impl<I: Send + Sync + 'static> GraphBuilder<I> {
             }
             .boxed()
         });
-        let name = format!("branch {}", self.nodes.len());
-        let handle: Handle<R> = self.push(
-            name,
-            Kind::Branch(runner),
-            vec![(from.graph, from.node)],
-            None,
-            None,
-            Retry::new(1, Duration::ZERO),
-        );
-        BranchHandle { handle }
+        self.push_branch("branch", from, runner)
     }
 
     /// Adds a branch decided by a [`Router`](crate::router::Router) reading the value of `from` as text; the
@@ -433,8 +424,12 @@ impl<I: Send + Sync + 'static> GraphBuilder<I> {
             }
             .boxed()
         });
-        let name = format!("router {}", self.nodes.len());
-        let handle: Handle<R> = self.push(
+        self.push_branch("router", from, runner)
+    }
+
+    fn push_branch<T, R>(&mut self, kind: &str, from: &Handle<T>, runner: Runner) -> BranchHandle<R> {
+        let name = format!("{kind} {}", self.nodes.len());
+        let handle = self.push(
             name,
             Kind::Branch(runner),
             vec![(from.graph, from.node)],
