@@ -250,6 +250,27 @@ pub enum Error {
         model: String,
     },
 
+    /// A ledger file cannot be opened, written or read.
+    #[error("ledger {path}")]
+    Ledger {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A line of a ledger file is malformed (and is not a torn last line).
+    #[error("ledger {path}, line {line}: {reason}")]
+    LedgerLine {
+        /// The file.
+        path: PathBuf,
+        /// The line number, from 1.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The model's worker thread has stopped (it panicked, or the model was dropped).
     #[error("the model worker has stopped")]
     WorkerStopped,

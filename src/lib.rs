@@ -6,6 +6,7 @@
 pub mod agent;
 mod error;
 pub mod graph;
+pub mod ledger;
 pub mod model;
 pub mod privacy;
 pub mod router;

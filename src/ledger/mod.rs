@@ -1,0 +1,139 @@
+//! The ledger: every model call and tool call of a run, kept as records.
+//!
+//! [`JsonlLedger`] is a [`Recorder`] that appends one JSON object per event to a file (JSON Lines), the raw
+//! material of the LLM→SLM conversion pipeline. Each line is a [`LedgerRecord`]: the schema version
+//! ([`SCHEMA_VERSION`]), a sequence number, the time, and the [`RunEvent`]. [`read_jsonl`] reads a ledger back;
+//! a torn last line (from a process killed mid-write) is skipped with a warning.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use slm_agents::ledger::{read_jsonl, JsonlLedger};
+//! use slm_agents::run::RunContext;
+//!
+//! # fn main() -> slm_agents::Result<()> {
+//! let path = std::env::temp_dir().join(format!("ledger-doc-{}.jsonl", std::process::id()));
+//! let ledger = Arc::new(JsonlLedger::create(&path)?);
+//! let ctx = RunContext::new().with_recorder(ledger.clone());
+//! // ... run specialists with `&ctx` ...
+//! let (records, skipped) = read_jsonl(&path)?;
+//! assert_eq!((records.len(), skipped), (0, 0));
+//! # std::fs::remove_file(&path).ok();
+//! # Ok(()) }
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::run::{Recorder, RunEvent};
+use crate::{Error, Result};
+
+/// The version of the [`LedgerRecord`] layout; it changes when a field changes meaning or is removed.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One line of a JSON Lines ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRecord {
+    /// [`SCHEMA_VERSION`] when the record was written.
+    pub schema: u32,
+    /// Position in the file, from 0, as written by one ledger.
+    pub seq: u64,
+    /// When the event was recorded, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The event.
+    pub event: RunEvent,
+}
+
+/// A [`Recorder`] that appends every event to a JSON Lines file.
+#[derive(Debug)]
+pub struct JsonlLedger {
+    path: PathBuf,
+    file: Mutex<File>,
+    seq: AtomicU64,
+}
+
+impl JsonlLedger {
+    /// Opens (or creates) the file for appending.
+    ///
+    /// # Errors
+    /// [`Error::Ledger`] if the file cannot be opened.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| Error::Ledger { path: path.clone(), source })?;
+        Ok(Self { path, file: Mutex::new(file), seq: AtomicU64::new(0) })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Recorder for JsonlLedger {
+    fn record(&self, event: RunEvent) {
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let record =
+            LedgerRecord { schema: SCHEMA_VERSION, seq: self.seq.fetch_add(1, Ordering::Relaxed), at_ms, event };
+        let mut line = match serde_json::to_string(&record) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger record cannot be serialized");
+                return;
+            }
+        };
+        line.push('\n');
+        // One write per line, so that a crash can tear at most the last line.
+        let mut file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot append to the ledger");
+        }
+    }
+}
+
+/// Reads a JSON Lines ledger. Returns the records and how many lines were skipped: a torn last line (a
+/// process killed while writing it) is skipped with a warning; a bad line elsewhere is an error.
+///
+/// # Errors
+/// [`Error::Ledger`] if the file cannot be read; [`Error::LedgerLine`] for a malformed line that is not the
+/// last, or a record of a newer schema version.
+pub fn read_jsonl(path: impl AsRef<Path>) -> Result<(Vec<LedgerRecord>, usize)> {
+    let path = path.as_ref();
+    let file = File::open(path).map_err(|source| Error::Ledger { path: path.to_owned(), source })?;
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<std::io::Result<_>>()
+        .map_err(|source| Error::Ledger { path: path.to_owned(), source })?;
+    let last = lines.iter().rposition(|l| !l.trim().is_empty());
+    let mut records = Vec::with_capacity(lines.len());
+    let mut skipped = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<LedgerRecord>(line) {
+            Ok(r) if r.schema > SCHEMA_VERSION => {
+                return Err(Error::LedgerLine {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    reason: format!("schema version {} is newer than {SCHEMA_VERSION}", r.schema),
+                })
+            }
+            Ok(r) => records.push(r),
+            Err(e) if Some(i) == last => {
+                tracing::warn!(path = %path.display(), line = i + 1, error = %e, "skipping a torn last ledger line");
+                skipped += 1;
+            }
+            Err(e) => return Err(Error::LedgerLine { path: path.to_owned(), line: i + 1, reason: e.to_string() }),
+        }
+    }
+    Ok((records, skipped))
+}
