@@ -23,11 +23,23 @@ pub const DEFAULT_NUMBER_BOUND: i64 = 1_000_000_000_000_000;
 ///   ([`DEFAULT_MAX_ITEMS`]), every integer and number bounds (from its integer format, or
 ///   ±[`DEFAULT_NUMBER_BOUND`]), and every object `additionalProperties: false`. Set tighter bounds on your
 ///   type with schemars attributes (`#[schemars(length(max = 40))]`, `#[schemars(range(min = 1, max = 480))]`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OutputSchema {
     type_name: String,
     validation: Value,
+    /// `validation`, compiled once: every parse of every run validates against it.
+    validator: std::sync::Arc<jsonschema::Validator>,
     decoding: Value,
+}
+
+impl std::fmt::Debug for OutputSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputSchema")
+            .field("type_name", &self.type_name)
+            .field("validation", &self.validation)
+            .field("decoding", &self.decoding)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OutputSchema {
@@ -48,9 +60,11 @@ impl OutputSchema {
         let type_name = type_name.into();
         jsonschema::meta::validate(&schema)
             .map_err(|e| Error::Schema { type_name: type_name.clone(), reason: e.to_string() })?;
+        let validator = jsonschema::validator_for(&schema)
+            .map_err(|e| Error::Schema { type_name: type_name.clone(), reason: e.to_string() })?;
         let mut decoding = schema.clone();
         tighten(&mut decoding);
-        Ok(Self { type_name, validation: schema, decoding })
+        Ok(Self { type_name, validation: schema, validator: std::sync::Arc::new(validator), decoding })
     }
 
     /// The type's name as used in errors.
@@ -106,9 +120,7 @@ impl OutputSchema {
     }
 
     fn validate(&self, instance: &Value, text: &str) -> Result<()> {
-        let validator = jsonschema::validator_for(&self.validation)
-            .map_err(|e| Error::Schema { type_name: self.type_name.clone(), reason: e.to_string() })?;
-        let errors: Vec<String> = validator.iter_errors(instance).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = self.validator.iter_errors(instance).map(|e| e.to_string()).collect();
         if errors.is_empty() {
             Ok(())
         } else {
