@@ -2,29 +2,13 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use slm_agents::model::LlamaModel;
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
-
-/// Counts llama.cpp's own log lines (target `llama-cpp-2`; the Rust wrapper's events use `llama_cpp_2::...`).
-struct CountLlamaEvents(Arc<AtomicUsize>);
-
-impl<S: tracing::Subscriber> Layer<S> for CountLlamaEvents {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() == "llama-cpp-2" {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
 
 #[test]
 fn native_logs_are_silent_by_default_and_forwarded_on_request() {
-    let count = Arc::new(AtomicUsize::new(0));
-    let subscriber = tracing_subscriber::registry().with(CountLlamaEvents(Arc::clone(&count)));
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let count = support::count_native_log_lines();
 
     // This test binary is its own process: nothing has loaded a model yet, so the request takes effect.
     assert!(LlamaModel::enable_native_logs());

@@ -62,6 +62,27 @@ pub fn gemma() -> LlamaModel {
         .clone()
 }
 
+/// Installs a global `tracing` subscriber that counts llama.cpp's own log lines (target `llama-cpp-2`; the Rust
+/// wrapper's events use `llama_cpp_2::...`) and returns the counter.
+pub fn count_native_log_lines() -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    struct CountLlamaEvents(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountLlamaEvents {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if event.metadata().target() == "llama-cpp-2" {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(CountLlamaEvents(std::sync::Arc::clone(&count)));
+    tracing::subscriber::set_global_default(subscriber).expect("one global subscriber per test binary");
+    count
+}
+
 /// A scratch directory for files a test writes.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
