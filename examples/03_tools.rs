@@ -13,7 +13,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use slm_agents::prelude::*;
-use slm_agents::run::RunEvent;
+use slm_agents::run::{Outcome, RunEvent};
 
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 const DEFAULT_TASK: &str = "find me a flight from Tel Aviv to St Petersburg on Friday";
@@ -184,7 +184,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "[tool {}] {} -> {}",
                 t.tool,
                 t.arguments,
-                t.result.map_or_else(|| t.error.unwrap_or_default(), |r| r.to_string())
+                match (&t.result, &t.outcome) {
+                    (Some(r), _) => r.to_string(),
+                    (None, Outcome::Failed { error }) => error.clone(),
+                    (None, Outcome::Succeeded) => String::new(),
+                }
             ),
             _ => {}
         }

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use slm_agents::agent::Agent;
 use slm_agents::model::{complete_in, LanguageModel, Message, RemoteModel, Request};
-use slm_agents::privacy::Privacy;
-use slm_agents::run::{MemoryRecorder, RunContext, RunEvent};
+use slm_agents::privacy::{PiiKind, Privacy};
+use slm_agents::run::{MemoryRecorder, RunContext};
+use slm_agents::specialist::ModelSpecialist;
 use slm_agents::structured::StructuredExt;
 use slm_agents::Error;
 
@@ -181,7 +183,10 @@ async fn local_only_makes_no_connection() {
 
 #[tokio::test]
 async fn redaction_hides_personal_data_and_restores_it_in_the_answer() {
-    let server = fault_server(vec![(200, ok_body("I will email [EMAIL_1] and call [PHONE_1]."), Duration::ZERO)]);
+    let server = fault_server(vec![
+        (200, ok_body("I will email [EMAIL_1] and call [PHONE_1]."), Duration::ZERO),
+        (200, ok_body(r#"{"answer":"Booked; I will email [EMAIL_1]."}"#), Duration::ZERO),
+    ]);
     let model = RemoteModel::builder(&server.url, "m").build().unwrap();
     let events = Arc::new(MemoryRecorder::default());
     let ctx = RunContext::new().with_privacy(Privacy::redact()).with_recorder(events.clone());
@@ -194,13 +199,17 @@ async fn redaction_hides_personal_data_and_restores_it_in_the_answer() {
     let sent = server.seen.lock().unwrap().join("\n");
     assert!(!sent.contains("dana@example.com") && !sent.contains("123-4567"), "{sent}");
     assert!(sent.contains("[EMAIL_1]") && sent.contains("[PHONE_1]"), "{sent}");
-    let redactions: Vec<_> = events
-        .events()
-        .into_iter()
-        .filter_map(|e| if let RunEvent::Redaction(r) = e { Some(r) } else { None })
-        .collect();
-    assert_eq!(redactions.len(), 1);
-    assert_eq!(redactions[0].replaced.len(), 2);
+
+    // Through a specialist, the call is recorded with what was redacted (kinds and placeholders only) and as
+    // an escalation (the model is remote).
+    let concierge = ModelSpecialist::builder("concierge").model(model).output::<String>().build().unwrap();
+    let reply = concierge.run("Book it; my email is dana@example.com".to_string(), &ctx).await.unwrap();
+    assert_eq!(reply, "Booked; I will email dana@example.com.");
+    let calls = events.model_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].redactions, vec![(PiiKind::Email, "[EMAIL_1]".to_string())]);
+    assert!(calls[0].remote && calls[0].escalation.as_deref() == Some("remote model"), "{:?}", calls[0]);
+    assert!(!format!("{:?}", calls[0].redactions).contains("dana"));
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use slm_agents::model::Role;
 use slm_agents::prelude::*;
-use slm_agents::run::RunEvent;
+use slm_agents::run::{Outcome, RunEvent};
 use slm_agents::specialist::ModelSpecialist;
 use slm_agents::tool::tool_fn;
 
@@ -302,7 +302,7 @@ async fn every_tool_call_parses_names_an_own_tool_and_validates() {
                 specialist.card().name
             );
             specialist.tools().validate(&call.tool, &call.arguments).unwrap_or_else(|e| panic!("{prompt}: {e}"));
-            assert!(call.error.is_none(), "{prompt}: {:?}", call.error);
+            assert!(call.outcome.is_success(), "{prompt}: {:?}", call.outcome);
         }
         if let Some(first) = tool_calls.first() {
             if first.tool == tool {
@@ -353,7 +353,11 @@ async fn a_failing_tool_is_told_to_the_real_model_and_named_in_the_error() {
     let result = specialist.run("Flights from Paris to Rome on Monday".to_string(), &ctx).await;
     let calls = events.tool_calls();
     assert!(!calls.is_empty(), "the model called the tool");
-    assert!(calls[0].error.as_deref().unwrap().contains("the airline API is down"), "{:?}", calls[0].error);
+    assert!(
+        matches!(&calls[0].outcome, Outcome::Failed { error } if error.contains("the airline API is down")),
+        "{:?}",
+        calls[0].outcome
+    );
     // The error went back to the model as a tool message.
     let second = &events.model_calls()[1];
     let fed_back =

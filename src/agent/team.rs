@@ -1,7 +1,6 @@
 //! A team: a manager model plans, specialists do the steps (independent ones in parallel), a composer answers.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -12,7 +11,7 @@ use serde_json::{json, Value};
 use super::Agent;
 use crate::graph::{Graph, Handle};
 use crate::model::{LanguageModel, Message, Request};
-use crate::run::{ModelCallEvent, RunContext, RunEvent};
+use crate::run::{RunContext, RunEvent};
 use crate::specialist::Specialist;
 use crate::structured::OutputSchema;
 use crate::{Error, Result};
@@ -283,23 +282,18 @@ impl<O: Clone + Send + Sync + 'static> Team<O> {
     pub async fn plan(&self, request: &str, ctx: &RunContext) -> Result<Plan> {
         let mut messages = self.manager_prompt.clone();
         messages.push(Message::user(request));
-        let started = Instant::now();
-        let request =
-            Request::chat(messages.clone()).with_constraint(self.plan_schema.constraint()).with_max_tokens(400);
-        let result = crate::model::complete_in(&*self.manager, request, ctx).await;
-        ctx.record(RunEvent::ModelCall(ModelCallEvent {
-            specialist: format!("{}/manager", self.name),
-            model: self.manager.name().to_owned(),
-            step: 0,
-            messages,
-            output: result.as_ref().ok().map(|c| c.text.clone()),
-            error: result.as_ref().err().map(ToString::to_string),
-            usage: result.as_ref().ok().map(|c| c.usage),
-            latency: started.elapsed(),
-        }));
-        let plan: Plan = self.plan_schema.parse(&result?)?;
-        self.check(&plan)?;
-        Ok(plan)
+        let request = Request::chat(messages).with_constraint(self.plan_schema.constraint()).with_max_tokens(400);
+        let caller = format!("{}/manager", self.name);
+        let (result, mut event) = crate::run::call_model(&*self.manager, request, ctx, &caller, 0).await;
+        let plan = result.and_then(|c| self.plan_schema.parse::<Plan>(&c)).and_then(|plan| {
+            self.check(&plan)?;
+            Ok(plan)
+        });
+        if let Err(e) = &plan {
+            event.outcome = crate::run::Outcome::failed(e.to_string());
+        }
+        ctx.record(RunEvent::ModelCall(event));
+        plan
     }
 
     fn check(&self, plan: &Plan) -> Result<()> {
@@ -389,7 +383,8 @@ impl<O: Clone + Send + Sync + 'static> Agent for Team<O> {
                 return match &self.escalation {
                     Some(agent) => {
                         tracing::info!(team = %self.name, reason = %e, "escalating");
-                        agent.run(request, ctx).await
+                        let ctx = ctx.escalated(format!("the manager of `{}` could not plan: {e}", self.name));
+                        agent.run(request, &ctx).await
                     }
                     None => Err(e),
                 }

@@ -8,8 +8,10 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::{Kind, NodeSpec, Value};
-use crate::run::RunContext;
+use std::sync::Arc;
+
+use super::{Kind, NodeSpec, Routed, Value};
+use crate::run::{CallIds, NodeEvent, Outcome, RunContext, RunEvent};
 use crate::{Error, Result};
 
 /// How a node's run ended.
@@ -113,6 +115,8 @@ pub(super) async fn run(
 
     let mut running = FuturesUnordered::new();
     let mut failure = None;
+    // The ids of each started node, and the routing decision it ran on.
+    let mut ids: Vec<Option<(CallIds, Option<Arc<str>>)>> = vec![None; n];
     loop {
         // Resolve or start every node whose dependencies are all resolved; resolving one can ready others.
         let mut changed = true;
@@ -135,7 +139,7 @@ pub(super) async fn run(
                             || spec
                                 .condition
                                 .as_ref()
-                                .is_some_and(|c| !values[c.branch].as_ref().is_some_and(|v| (c.matches)(v)))
+                                .is_some_and(|c| !values[c.branch].as_ref().is_some_and(|v| (c.matches)(route_of(v))))
                     }
                 };
                 if skip {
@@ -168,8 +172,13 @@ pub(super) async fn run(
                             spec.deps.iter().take(spec.inputs).filter_map(|&d| values[d].clone()).collect();
                         status[i] = Status::Running;
                         report[i].started = Some(now);
+                        let reason =
+                            spec.condition.as_ref().and_then(|c| values[c.branch].as_ref()).and_then(reason_of);
+                        let (node_ctx, node_ids) = ctx.enter(&spec.name);
+                        let node_ctx = node_ctx.with_route_reason(reason.clone());
+                        ids[i] = Some((node_ids, reason));
                         let span = tracing::info_span!("node", name = %spec.name);
-                        running.push(attempts(i, spec, runner.clone(), inputs, ctx.clone()).instrument(span));
+                        running.push(attempts(i, spec, runner.clone(), inputs, node_ctx).instrument(span));
                     }
                 }
             }
@@ -177,6 +186,7 @@ pub(super) async fn run(
         let Some((i, result, tries)) = running.next().await else { break };
         report[i].finished = Some(start.elapsed());
         report[i].attempts = tries;
+        record_node(ctx, &mut ids[i], &report[i], Outcome::of(&result));
         match result {
             Ok(value) => {
                 values[i] = Some(value);
@@ -197,6 +207,7 @@ pub(super) async fn run(
         if *s == Status::Running {
             report[i].outcome = NodeOutcome::Cancelled;
             report[i].finished = Some(start.elapsed());
+            record_node(ctx, &mut ids[i], &report[i], Outcome::failed("cancelled: another node failed"));
         }
     }
     let report = RunReport { nodes: report, total: start.elapsed() };
@@ -207,6 +218,28 @@ pub(super) async fn run(
         }),
     };
     (result, report)
+}
+
+/// The route a branch node's value stands for (a router's value also carries its reason).
+fn route_of(value: &Value) -> &Value {
+    value.downcast_ref::<Routed>().map_or(value, |r| &r.route)
+}
+
+fn reason_of(value: &Value) -> Option<Arc<str>> {
+    value.downcast_ref::<Routed>().map(|r| Arc::clone(&r.reason))
+}
+
+/// Records a finished node as a [`NodeEvent`].
+fn record_node(ctx: &RunContext, ids: &mut Option<(CallIds, Option<Arc<str>>)>, report: &NodeReport, outcome: Outcome) {
+    let Some((ids, reason)) = ids.take() else { return };
+    let latency = report.finished.unwrap_or_default().saturating_sub(report.started.unwrap_or_default());
+    ctx.record(RunEvent::Node(NodeEvent {
+        ids,
+        latency,
+        attempts: report.attempts,
+        outcome,
+        route_reason: reason.map(|r| r.to_string()),
+    }));
 }
 
 /// Runs one node: each try under its timeout, panics caught, failures retried with backoff.

@@ -214,6 +214,12 @@ enum Kind {
     Merge,
 }
 
+/// What a router's branch node holds: the route, and why (for the nodes on it).
+struct Routed {
+    route: Value,
+    reason: Arc<str>,
+}
+
 /// A route condition: run only if the branch node's value equals this.
 #[derive(Clone)]
 struct Condition {
@@ -420,7 +426,8 @@ impl<I: Send + Sync + 'static> GraphBuilder<I> {
                     .ok_or_else(|| Error::Graph { reason: "a router got an input of the wrong type".into() })?;
                 let decision = router.route(value.as_ref(), &ctx).await?;
                 tracing::info!(route = ?decision.route, confidence = decision.confidence, reason = %decision.reason, "routed");
-                Ok(Arc::new(decision.route) as Value)
+                let route = Arc::new(decision.route) as Value;
+                Ok(Arc::new(Routed { route, reason: decision.reason.into() }) as Value)
             }
             .boxed()
         });

@@ -30,6 +30,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod report;
+
+pub use report::{CostModel, Price, Report, ReportRow};
+
 use crate::run::{Recorder, RunEvent};
 use crate::{Error, Result};
 
@@ -119,14 +123,18 @@ pub fn read_jsonl(path: impl AsRef<Path>) -> Result<(Vec<LedgerRecord>, usize)> 
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<LedgerRecord>(line) {
-            Ok(r) if r.schema > SCHEMA_VERSION => {
+        // The version first: a record of a newer schema is refused even where it is the last line.
+        let value = serde_json::from_str::<serde_json::Value>(line);
+        if let Some(version) = value.as_ref().ok().and_then(|v| v.get("schema")).and_then(serde_json::Value::as_u64) {
+            if version > u64::from(SCHEMA_VERSION) {
                 return Err(Error::LedgerLine {
                     path: path.to_owned(),
                     line: i + 1,
-                    reason: format!("schema version {} is newer than {SCHEMA_VERSION}", r.schema),
-                })
+                    reason: format!("schema version {version} is newer than {SCHEMA_VERSION}"),
+                });
             }
+        }
+        match value.and_then(serde_json::from_value::<LedgerRecord>) {
             Ok(r) => records.push(r),
             Err(e) if Some(i) == last => {
                 tracing::warn!(path = %path.display(), line = i + 1, error = %e, "skipping a torn last ledger line");

@@ -26,25 +26,35 @@ pub use request::{
 pub use scripted::ScriptedModel;
 pub use stream::TokenStream;
 
-use crate::privacy::Privacy;
+use crate::privacy::{PiiKind, Privacy};
 use crate::run::{RedactionEvent, RunContext, RunEvent};
 use crate::{Error, Result};
 
 /// Calls `model` within a run: the run's [`Privacy`] policy decides what may reach a remote model.
 ///
 /// Local models are called as they are. For a remote model, `LocalOnly` refuses the call before anything is
-/// sent ([`Error::PrivacyViolation`]), and `Redact` replaces personal data in the messages with placeholders,
-/// restores the original values where they come back in the answer, and reports the replacement to the run.
-/// Specialists, teams and routers call models through this.
+/// sent ([`Error::PrivacyViolation`]), and `Redact` replaces personal data in the messages with placeholders
+/// and restores the original values where they come back in the answer. Specialists, teams and routers call
+/// models this way and record each call as a [`ModelCallEvent`](crate::run::ModelCallEvent) (with the kinds
+/// and placeholders replaced); a host that calls this directly records its own events, if it wants them.
 ///
 /// # Errors
 /// [`Error::PrivacyViolation`], or whatever the model returns.
 pub async fn complete_in(model: &dyn LanguageModel, request: Request, ctx: &RunContext) -> Result<Completion> {
+    complete_gated(model, request, ctx).await.0
+}
+
+/// [`complete_in`], also returning what was redacted (kind and placeholder).
+pub(crate) async fn complete_gated(
+    model: &dyn LanguageModel,
+    request: Request,
+    ctx: &RunContext,
+) -> (Result<Completion>, Vec<(PiiKind, String)>) {
     if !model.is_remote() {
-        return model.complete(request).await;
+        return (model.complete(request).await, Vec::new());
     }
     match ctx.privacy() {
-        Privacy::LocalOnly => Err(Error::PrivacyViolation { model: model.name().to_owned() }),
+        Privacy::LocalOnly => (Err(Error::PrivacyViolation { model: model.name().to_owned() }), Vec::new()),
         Privacy::Redact(redactor) => {
             let mut request = request;
             let redaction = match &mut request.prompt {
@@ -62,21 +72,15 @@ pub async fn complete_in(model: &dyn LanguageModel, request: Request, ctx: &RunC
                     redaction
                 }
             };
-            if !redaction.replacements().is_empty() {
-                ctx.record(RunEvent::Redaction(RedactionEvent {
-                    model: model.name().to_owned(),
-                    replaced: redaction
-                        .replacements()
-                        .iter()
-                        .map(|r| (r.kind.clone(), r.placeholder.clone()))
-                        .collect(),
-                }));
-            }
-            let mut completion = model.complete(request).await?;
-            completion.text = redaction.restore(&completion.text);
-            Ok(completion)
+            let replaced: Vec<(PiiKind, String)> =
+                redaction.replacements().iter().map(|r| (r.kind.clone(), r.placeholder.clone())).collect();
+            let result = model.complete(request).await.map(|mut completion| {
+                completion.text = redaction.restore(&completion.text);
+                completion
+            });
+            (result, replaced)
         }
-        _ => model.complete(request).await,
+        _ => (model.complete(request).await, Vec::new()),
     }
 }
 
@@ -92,7 +96,18 @@ pub async fn embed_in(model: &dyn LanguageModel, texts: &[String], ctx: &RunCont
     match ctx.privacy() {
         Privacy::LocalOnly => Err(Error::PrivacyViolation { model: model.name().to_owned() }),
         Privacy::Redact(redactor) => {
-            let (texts, _) = redactor.redact_many(texts);
+            let (texts, redaction) = redactor.redact_many(texts);
+            if !redaction.replacements().is_empty() {
+                ctx.record(RunEvent::Redaction(RedactionEvent {
+                    ids: ctx.ids(),
+                    model: model.name().to_owned(),
+                    replaced: redaction
+                        .replacements()
+                        .iter()
+                        .map(|r| (r.kind.clone(), r.placeholder.clone()))
+                        .collect(),
+                }));
+            }
             model.embed(&texts).await
         }
         _ => model.embed(texts).await,

@@ -150,7 +150,9 @@ impl<R: Clone + Send + Sync + 'static> Router<R> for ModelRouter<R> {
             .with_constraint(Constraint::Regex(self.pattern.clone()))
             .with_logprobs()
             .with_max_tokens(16);
-        let completion = crate::model::complete_in(&*self.model, request, ctx).await?;
+        let (result, event) = crate::run::call_model(&*self.model, request, ctx, "router", 0).await;
+        ctx.record(crate::run::RunEvent::ModelCall(event));
+        let completion = result?;
         let name = completion.text.trim();
         let route =
             self.routes.iter().find(|(_, n)| n == name).map(|(r, _)| r.clone()).ok_or_else(|| Error::Validation {

@@ -14,9 +14,9 @@ use serde_json::{json, Map, Value};
 use super::{Specialist, SpecialistCard};
 use crate::agent::Agent;
 use crate::model::{LanguageModel, LlamaModel, Message, Request, Sampling};
-use crate::run::{ModelCallEvent, RunContext, RunEvent, ToolCallEvent};
+use crate::run::{Outcome, RunContext, RunEvent, ToolCallEvent};
 use crate::structured::{inline_schema_for, OutputSchema};
-use crate::tool::{DynTool, Tool, ToolError, Toolbox};
+use crate::tool::{DynTool, Tool, ToolCall, ToolError, Toolbox};
 use crate::{Error, Result};
 
 /// A specialist backed by a language model, with tools and a typed answer.
@@ -439,23 +439,25 @@ where
                 .with_sampling(self.sampling)
                 .with_max_tokens(self.max_tokens)
                 .with_constraint(schema.constraint());
-            let started = Instant::now();
-            let result = crate::model::complete_in(&*self.model, request, ctx).await;
-            ctx.record(RunEvent::ModelCall(ModelCallEvent {
-                specialist: self.card_name().to_owned(),
-                model: self.model.name().to_owned(),
-                step,
-                messages: messages.clone(),
-                output: result.as_ref().ok().map(|c| c.text.clone()),
-                error: result.as_ref().err().map(ToString::to_string),
-                usage: result.as_ref().ok().map(|c| c.usage),
-                latency: started.elapsed(),
-            }));
-            let completion = result?;
+            let (result, mut event) = crate::run::call_model(&*self.model, request, ctx, self.card_name(), step).await;
+            let completion = match result {
+                Ok(c) => c,
+                Err(e) => {
+                    ctx.record(RunEvent::ModelCall(event));
+                    return Err(e);
+                }
+            };
             // Parsed, not validated as a whole: a bad call (possible with a model that ignores constraints) is
             // told to the model below, like a failing tool; a bad answer is an error.
-            let value = schema.json(&completion)?;
-            match parse_turn(value) {
+            let turn = schema.json(&completion).map(parse_turn);
+            if let Ok(Some(Turn::Call { tool, arguments })) = &turn {
+                event.tool_calls.push(ToolCall { tool: tool.clone(), arguments: arguments.clone() });
+            }
+            if let Err(e) = &turn {
+                event.outcome = Outcome::failed(e.to_string());
+            }
+            ctx.record(RunEvent::ModelCall(event));
+            match turn? {
                 Some(Turn::Answer(answer)) => {
                     let text = answer.to_string();
                     let c = crate::model::Completion { text, ..completion };
@@ -467,14 +469,19 @@ where
                         answer_only = true;
                         continue;
                     }
+                    let ids = ctx.ids();
                     let started = Instant::now();
                     let result = self.call_tool(&tool, arguments.clone()).await;
                     ctx.record(RunEvent::ToolCall(ToolCallEvent {
+                        ids,
                         specialist: self.card_name().to_owned(),
                         tool: tool.clone(),
                         arguments: arguments.clone(),
                         result: result.as_ref().ok().cloned(),
-                        error: result.as_ref().err().map(ToolError::full_message),
+                        outcome: match &result {
+                            Ok(_) => Outcome::Succeeded,
+                            Err(e) => Outcome::failed(e.full_message()),
+                        },
                         latency: started.elapsed(),
                     }));
                     messages.push(Message::assistant(completion.text.trim()));

@@ -37,6 +37,8 @@ pub(super) struct EngineConfig {
     pub(super) slots: u32,
     /// At most this many slots generate at once; the others only keep their cache.
     pub(super) active: u32,
+    /// Whether a slot reuses the cached prefix of its last prompt.
+    pub(super) prefix_cache: bool,
     pub(super) slot_context: u32,
     pub(super) batch: u32,
     pub(super) sliding_window: bool,
@@ -349,7 +351,11 @@ impl Engine<'_> {
         let slot = &mut self.slots[idx];
         slot.last_used = self.clock;
         // Keep at least one prompt token to decode: its logits give the first generated token.
-        let mut keep = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len().saturating_sub(1));
+        let mut keep = if self.config.prefix_cache {
+            common_prefix(&slot.cached, &job.prompt).min(job.prompt.len().saturating_sub(1))
+        } else {
+            0
+        };
         if keep < slot.cached.len() {
             let removed = self.ctx.kv_cache_seq_rm(slot.seq, Some(keep as u32), None);
             if removed.is_err() {

@@ -136,6 +136,7 @@ pub struct LlamaModelBuilder {
     lanes: usize,
     slots: usize,
     batch_requests: Option<usize>,
+    prefix_cache: bool,
     context: usize,
     batch: usize,
     queue: usize,
@@ -186,6 +187,13 @@ impl LlamaModelBuilder {
     /// 0.9x there: one thread is compute-bound). Requests beyond this wait in the lane's queue.
     pub fn batch_requests(mut self, requests: usize) -> Self {
         self.batch_requests = Some(requests);
+        self
+    }
+
+    /// Turns the prefix cache on or off (default on). Off, every request decodes its whole prompt, as if no
+    /// earlier request had shared its beginning: useful only to measure what the cache saves.
+    pub fn prefix_cache(mut self, on: bool) -> Self {
+        self.prefix_cache = on;
         self
     }
 
@@ -330,6 +338,7 @@ impl LlamaModelBuilder {
             threads: lane_threads as i32,
             slots: self.slots as u32,
             active: active as u32,
+            prefix_cache: self.prefix_cache,
             slot_context: self.context as u32,
             batch: self.batch as u32,
             sliding_window: info.sliding_window.is_some(),
@@ -406,6 +415,7 @@ impl LlamaModel {
             lanes: 1,
             slots: 4,
             batch_requests: None,
+            prefix_cache: true,
             adapters: Vec::new(),
             context: 2048,
             batch: 512,
