@@ -213,7 +213,7 @@ pub struct NodeEvent {
 /// ```
 #[derive(Clone)]
 pub struct RunContext {
-    recorder: Option<Arc<dyn Recorder>>,
+    recorders: Vec<Arc<dyn Recorder>>,
     privacy: Privacy,
     run: Arc<str>,
     next_id: Arc<AtomicU64>,
@@ -239,7 +239,7 @@ impl std::fmt::Debug for RunContext {
         f.debug_struct("RunContext")
             .field("run", &self.run)
             .field("node", &self.node_path())
-            .field("recorder", &self.recorder.is_some())
+            .field("recorders", &self.recorders.len())
             .field("privacy", &self.privacy)
             .field("escalation", &self.escalation)
             .finish()
@@ -256,7 +256,7 @@ impl RunContext {
     /// A context with a fresh run id that records nothing and lets data leave the device.
     pub fn new() -> Self {
         Self {
-            recorder: None,
+            recorders: Vec::new(),
             privacy: Privacy::default(),
             run: fresh_run_id().into(),
             next_id: Arc::new(AtomicU64::new(0)),
@@ -266,10 +266,11 @@ impl RunContext {
         }
     }
 
-    /// Sends the run's events to `recorder`.
+    /// Sends the run's events to `recorder`, as well as to any recorders added before (for example a
+    /// [`MemoryRecorder`] for the report and a [`JsonlLedger`](crate::ledger::JsonlLedger) for the file).
     #[must_use]
     pub fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
-        self.recorder = Some(recorder);
+        self.recorders.push(recorder);
         self
     }
 
@@ -364,14 +365,17 @@ impl RunContext {
 
     /// Reports an event.
     pub fn record(&self, event: RunEvent) {
-        if let Some(r) = &self.recorder {
-            r.record(event);
+        if let Some((last, rest)) = self.recorders.split_last() {
+            for r in rest {
+                r.record(event.clone());
+            }
+            last.record(event);
         }
     }
 
     /// Whether anything listens to this run's events.
     pub fn is_recording(&self) -> bool {
-        self.recorder.is_some()
+        !self.recorders.is_empty()
     }
 }
 

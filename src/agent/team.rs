@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::Agent;
-use crate::graph::{Graph, Handle};
+use crate::graph::{Graph, Handle, Node};
 use crate::model::{LanguageModel, Message, Request};
 use crate::run::{RunContext, RunEvent};
 use crate::specialist::Specialist;
@@ -327,24 +327,10 @@ impl<O: Clone + Send + Sync + 'static> Team<O> {
                     reason: format!("no member `{}`", step.specialist),
                 });
             };
-            let run = Arc::clone(&member.run);
-            let task = step.task.clone();
-            let needs = step.needs.clone();
-            let ctx = ctx.clone();
             let mut deps = vec![input];
-            deps.extend(needs.iter().map(|&n| handles[n]));
+            deps.extend(step.needs.iter().map(|&n| handles[n]));
             let node = g
-                .add(move |values: Vec<Value>| {
-                    let (run, ctx) = (Arc::clone(&run), ctx.clone());
-                    let mut text = task.clone();
-                    if let Some(Value::String(request)) = values.first() {
-                        text = format!("{text}\n(The whole request: {request})");
-                    }
-                    for (n, v) in needs.iter().zip(values.iter().skip(1)) {
-                        text.push_str(&format!("\nResult of step {n}: {v}"));
-                    }
-                    async move { run(text, ctx).await }
-                })
+                .add(StepNode { run: Arc::clone(&member.run), task: step.task.clone(), needs: step.needs.clone() })
                 .named(format!("{i}: {}", step.specialist))
                 .after(&deps[..]);
             handles.push(node);
@@ -359,6 +345,34 @@ impl<O: Clone + Send + Sync + 'static> Team<O> {
             .zip(values)
             .map(|(s, v)| StepResult { specialist: s.specialist.clone(), task: s.task.clone(), result: v })
             .collect())
+    }
+}
+
+/// One step of a plan as a graph node: its task in words, with the request and the results it needs.
+struct StepNode {
+    run: MemberRun,
+    task: String,
+    needs: Vec<usize>,
+}
+
+#[async_trait::async_trait]
+impl Node for StepNode {
+    type Input = Vec<Value>;
+    type Output = Value;
+
+    fn name(&self) -> String {
+        "step".into()
+    }
+
+    async fn invoke(&self, values: Vec<Value>, ctx: &RunContext) -> Result<Value> {
+        let mut text = self.task.clone();
+        if let Some(Value::String(request)) = values.first() {
+            text = format!("{text}\n(The whole request: {request})");
+        }
+        for (n, v) in self.needs.iter().zip(values.iter().skip(1)) {
+            text.push_str(&format!("\nResult of step {n}: {v}"));
+        }
+        (self.run)(text, ctx.clone()).await
     }
 }
 

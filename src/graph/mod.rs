@@ -426,8 +426,9 @@ impl<I: Send + Sync + 'static> GraphBuilder<I> {
                     .ok_or_else(|| Error::Graph { reason: "a router got an input of the wrong type".into() })?;
                 let decision = router.route(value.as_ref(), &ctx).await?;
                 tracing::info!(route = ?decision.route, confidence = decision.confidence, reason = %decision.reason, "routed");
+                let reason = format!("routed to {:?}: {}", decision.route, decision.reason);
                 let route = Arc::new(decision.route) as Value;
-                Ok(Arc::new(Routed { route, reason: decision.reason.into() }) as Value)
+                Ok(Arc::new(Routed { route, reason: reason.into() }) as Value)
             }
             .boxed()
         });
