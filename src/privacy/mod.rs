@@ -14,6 +14,8 @@
 //! // The remote model answers with a placeholder; the original comes back.
 //! assert_eq!(r.restore("I wrote to [EMAIL_1]."), "I wrote to dana@example.com.");
 //! ```
+//!
+#![doc = include_str!("../../docs/escalation-and-privacy.md")]
 
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@
 //! threshold; [`ModelRouter`] lets a small model pick a route name under a grammar (only valid names can come
 //! out), with the probability of its choice as confidence. Routers plug into a graph with [`GraphBuilder::route`](crate::graph::GraphBuilder::route).
 //!
-#![doc = include_str!("../../docs/routing-and-escalation.md")]
+#![doc = include_str!("../../docs/routers.md")]
 
 mod cascade;
 mod embedding;

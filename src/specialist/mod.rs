@@ -6,7 +6,7 @@
 //! under one grammar that allows exactly a call of one of *its* tools (name from that closed set, arguments from
 //! that tool's schema) or its final answer (the output type), so a small model cannot produce a malformed call.
 //!
-#![doc = include_str!("../../docs/tools-and-specialists.md")]
+#![doc = include_str!("../../docs/specialists.md")]
 
 mod model;
 

@@ -41,6 +41,8 @@
 //! let tools = Toolbox::new().with(GetWeather).expect("unique names");
 //! assert_eq!(tools.names().collect::<Vec<_>>(), ["get_weather"]);
 //! ```
+//!
+#![doc = include_str!("../../docs/tools.md")]
 
 mod toolbox;
 
