@@ -1,25 +1,7 @@
-//! The ledger: every model call and tool call of a run, kept as records.
+//! The ledger: every model call, tool call and graph node of a run, kept as versioned records, and the cost
+//! report built on them.
 //!
-//! [`JsonlLedger`] is a [`Recorder`] that appends one JSON object per event to a file (JSON Lines), the raw
-//! material of the LLM→SLM conversion pipeline. Each line is a [`LedgerRecord`]: the schema version
-//! ([`SCHEMA_VERSION`]), a sequence number, the time, and the [`RunEvent`]. [`read_jsonl`] reads a ledger back;
-//! a torn last line (from a process killed mid-write) is skipped with a warning.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use slm_agents::ledger::{read_jsonl, JsonlLedger};
-//! use slm_agents::run::RunContext;
-//!
-//! # fn main() -> slm_agents::Result<()> {
-//! let path = std::env::temp_dir().join(format!("ledger-doc-{}.jsonl", std::process::id()));
-//! let ledger = Arc::new(JsonlLedger::create(&path)?);
-//! let ctx = RunContext::new().with_recorder(ledger.clone());
-//! // ... run specialists with `&ctx` ...
-//! let (records, skipped) = read_jsonl(&path)?;
-//! assert_eq!((records.len(), skipped), (0, 0));
-//! # std::fs::remove_file(&path).ok();
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../../docs/ledger.md")]
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

@@ -357,21 +357,31 @@ fn svg(report: &Report) -> String {
     } else {
         (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0))
     };
-    let (left, width, bar, gap, top) = (260.0, 420.0, 14.0, 12.0, 40.0);
+    let label = |row: &ReportRow| {
+        if row.model.is_empty() || row.model == "all" {
+            row.specialist.clone()
+        } else {
+            format!("{} ({})", row.specialist, row.model)
+        }
+    };
+    // About 7 px a character at 12 px sans-serif.
+    let longest = rows.iter().map(|r| label(r).chars().count()).max().unwrap_or(0) as f64;
+    let (left, width, bar, gap, top) = (longest * 7.0 + 20.0, 420.0, 14.0, 12.0, 40.0);
     let height = top + rows.len() as f64 * (2.0 * bar + gap) + 40.0;
     let x = |v: f64| if v <= 0.0 { 0.0 } else { ((v.log10() - lo) / (hi - lo)).clamp(0.0, 1.0) * width };
     let base = escape(report.baseline.as_deref().unwrap_or("baseline"));
     let cur = escape(&report.currency);
     let mut s = String::new();
+    let title = format!("Cost per specialist ({cur}, log scale): this run vs {base}");
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="12">"#,
-        w = left + width + 120.0
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{height}" font-family="sans-serif" font-size="12">"#,
+        w = (left + width + 120.0).max(title.chars().count() as f64 * 7.5 + 60.0)
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r##"<text x="10" y="18" font-size="14">Cost per specialist ({cur}, log scale): this run <tspan fill="#2b8a3e">■</tspan> vs {base} <tspan fill="#c92a2a">■</tspan></text>"##
+        r##"<text x="10" y="18" font-size="14">Cost per specialist ({cur}, log scale): this run <tspan fill="#2b8a3e">&#9632;</tspan> vs {base} <tspan fill="#c92a2a">&#9632;</tspan></text>"##
     );
     let mut decade = lo;
     while decade <= hi {
@@ -387,11 +397,7 @@ fn svg(report: &Report) -> String {
     }
     for (i, row) in rows.iter().enumerate() {
         let y = top + i as f64 * (2.0 * bar + gap);
-        let label = if row.model.is_empty() || row.model == "all" {
-            row.specialist.clone()
-        } else {
-            format!("{} ({})", row.specialist, row.model)
-        };
+        let label = label(row);
         let _ = writeln!(
             s,
             r#"<text x="{lx}" y="{ty:.1}" text-anchor="end">{label}</text>"#,
