@@ -15,9 +15,10 @@ test-deps: models
 	scripts/make-test-adapters.sh
 	scripts/install-test-server.sh
 
-# The main example: the seed's calendar request, as a typed MeetingRequest, on SmolLM2-135M.
+# The main example: "Plan me a weekend in St Petersburg" by a team of specialists on SmolLM2-135M, then the
+# ledger's report.
 demo: models
-	$(CARGO) run --release --example 02_typed_output
+	$(CARGO) run --release --example trip_planner
 
 # Every test, on the real models, in the release profile (the debug profile would build llama.cpp again).
 test: test-deps
@@ -28,3 +29,5 @@ check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --release --no-deps --features remote,test-util
+	# As docs.rs builds it (nightly's doc_cfg; RUSTC_BOOTSTRAP lets a stable toolchain do the same).
+	RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" $(CARGO) doc --release --no-deps --all-features

@@ -34,6 +34,7 @@ const LARGE_MODEL_PRICE: (f64, f64) = (2.50, 10.00);
 /// A laptop's cost per hour: its price spread over three years of working hours, plus power.
 const LAPTOP_PER_HOUR: f64 = 0.20;
 
+#[derive(Clone)]
 struct Options {
     request: String,
     model: String,
@@ -187,7 +188,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let large = Price::PerMillionTokens { input, output };
     let mut costs = CostModel::new()
         .default_price(Price::PerHour(LAPTOP_PER_HOUR))
-        .baseline(format!("a large model at {input:.2}/{output:.2} USD per M tokens"), large);
+        .baseline(format!("a large model at {input:.2} / {output:.2} USD per million input / output tokens"), large);
     let llm: Option<Arc<dyn LanguageModel>> = match &o.llm {
         Some(url) => {
             let remote = RemoteModel::builder(url, &o.llm_model).build()?;
@@ -228,26 +229,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if o.compare && !o.baseline {
         drop(graph);
         drop(slm);
-        // Both set-ups serve one other request first, as a running agent would have; then the measured one.
+        // Each set-up serves one other request first, as a running agent would have; then the measured one.
         let mut walls = Vec::new();
-        for baseline in [false, true] {
-            let slm = load(&o, baseline)?;
+        for (baseline, threads) in [(false, o.threads), (true, o.threads), (true, 1)] {
+            let slm = load(&Options { threads, ..o.clone() }, baseline)?;
             let graph = planner.graph(&slm)?;
             run(&graph, WARM_UP_REQUEST, None, false)?.0.map_err(|e| chain(&e))?;
             let (reply, wall, _) = run(&graph, &o.request, None, false)?;
             reply.map_err(|e| chain(&e))?;
             walls.push(wall.as_secs_f64());
         }
-        let base = walls[1];
+        let (ours, no_cache, nothing) = (walls[0], walls[1], walls[2]);
+        println!("compare, after serving one other request (first request: {:.2}s):", wall.as_secs_f64());
+        println!("  {ours:.2}s  prefix cache on, requests batched, {} threads", o.threads);
         println!(
-            "compare (after serving one other request): {:.2}s with cache and batching, {:.2}s without; \
-             ratio {:.2}; first request {:.2}s, ratio {:.2}",
-            walls[0],
-            base,
-            walls[0] / base,
-            wall.as_secs_f64(),
-            wall.as_secs_f64() / base
+            "  {no_cache:.2}s  no prefix cache, one sequence at a time, {} threads: ratio {:.2}",
+            o.threads,
+            ours / no_cache
         );
+        println!("  {nothing:.2}s  no prefix cache, one sequence at a time, 1 thread: ratio {:.2}", ours / nothing);
     }
     Ok(())
 }

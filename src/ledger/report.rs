@@ -281,7 +281,6 @@ fn money(x: f64) -> String {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cur = &self.currency;
-        let base = self.baseline.as_deref().unwrap_or("baseline");
         let header = [
             "specialist".to_owned(),
             "model".to_owned(),
@@ -295,7 +294,7 @@ impl fmt::Display for Report {
             "time s".to_owned(),
             "ttft s".to_owned(),
             format!("cost {cur}"),
-            format!("on {base}"),
+            format!("baseline {cur}"),
         ];
         let line = |r: &ReportRow| {
             vec![
@@ -332,7 +331,7 @@ impl fmt::Display for Report {
             writeln!(f, "{}", cells.join("  ").trim_end())?;
         }
         match (self.baseline.as_deref(), self.total.savings()) {
-            (Some(base), Some(x)) => write!(f, "the same calls on {base} would cost {x:.0}x as much"),
+            (Some(base), Some(x)) => write!(f, "baseline: {base}; the same calls there would cost {x:.0}x as much"),
             (Some(base), None) => {
                 write!(f, "these calls cost nothing here; on {base}: {} {cur}", money(self.total.baseline_cost))
             }

@@ -5,6 +5,8 @@
 //! [`TokenStream`]. [`LlamaModel`] runs a GGUF file in-process through llama.cpp.
 //!
 //! Typed output on top of this layer lives in [`crate::structured`].
+//!
+#![doc = include_str!("../../docs/models.md")]
 
 mod llama;
 #[cfg(feature = "remote")]
