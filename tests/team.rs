@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use slm_agents::agent::{Plan, PlanStep, Team, TeamResults};
 use slm_agents::model::ScriptedModel;
 use slm_agents::prelude::*;
+use slm_agents::run::Outcome;
 use slm_agents::Error;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -92,6 +93,42 @@ async fn a_plan_naming_no_fitting_specialist_escalates_or_fails_clearly() {
         matches!(&err, Error::Plan { team, reason } if team == "travel" && reason.contains("fits no specialist")),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn an_escalation_is_recorded_on_the_calls_it_makes_with_the_reason() {
+    let plan = r#"{"steps": [{"specialist": "none", "task": "explain baroque architecture", "needs": []}]}"#;
+    let large = ModelSpecialist::builder("large model")
+        .model(ScriptedModel::new([answer("Baroque: curves, light, drama")]))
+        .output::<Note>()
+        .build()
+        .unwrap();
+    let team = Team::builder("travel")
+        .manager(ScriptedModel::new([plan]))
+        .member(member("flights", "finds flights", Arc::new(ScriptedModel::new([answer("-")]))))
+        .composer(member_composer())
+        .escalate_to(large)
+        .build()
+        .unwrap();
+    let events = Arc::new(MemoryRecorder::default());
+    let note = team.run("tell me about the Baroque".into(), &RunContext::new().with_recorder(events.clone())).await;
+    assert_eq!(note.unwrap().text, "Baroque: curves, light, drama");
+    let calls = events.model_calls();
+    let manager = calls.iter().find(|c| c.specialist == "travel/manager").unwrap();
+    assert!(manager.escalation.is_none());
+    assert!(matches!(&manager.outcome, Outcome::Failed { error } if error.contains("fits no specialist")));
+    let escalated = calls.iter().find(|c| c.specialist == "large model").unwrap();
+    let why = escalated.escalation.as_deref().expect("recorded as escalated");
+    assert!(why.contains("could not plan") && why.contains("fits no specialist"), "{why}");
+}
+
+fn member_composer() -> ModelSpecialist<TeamResults, Note> {
+    ModelSpecialist::builder("secretary")
+        .model(ScriptedModel::new([answer("-")]))
+        .input::<TeamResults>()
+        .output::<Note>()
+        .build()
+        .unwrap()
 }
 
 #[tokio::test]
