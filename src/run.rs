@@ -137,7 +137,8 @@ pub struct ModelCallEvent {
     pub remote: bool,
     /// The step of the caller's loop (0 for the first call).
     pub step: usize,
-    /// The messages as the caller wrote them (before any redaction).
+    /// The messages as the caller wrote them, before any redaction (a raw prompt is recorded as one user
+    /// message).
     pub messages: Vec<Message>,
     /// The text generated, if the call succeeded (with redacted values restored).
     pub output: Option<String>,
