@@ -103,6 +103,11 @@ impl Outcome {
         matches!(self, Self::Succeeded)
     }
 
+    /// A failure with this message.
+    pub(crate) fn failed(error: impl Into<String>) -> Self {
+        Self::Failed { error: error.into() }
+    }
+
     pub(crate) fn of<T, E: std::fmt::Display>(result: &std::result::Result<T, E>) -> Self {
         match result {
             Ok(_) => Self::Succeeded,
@@ -412,13 +417,6 @@ pub(crate) async fn call_model(
         redactions,
     };
     (result, event)
-}
-
-impl Outcome {
-    /// A failure with this message.
-    pub(crate) fn failed(error: impl Into<String>) -> Self {
-        Self::Failed { error: error.into() }
-    }
 }
 
 /// A [`Recorder`] that keeps every event in memory.

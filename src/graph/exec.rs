@@ -1,14 +1,13 @@
 //! Running a graph: ready nodes run concurrently, skips propagate, the first error ends the run.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
-
-use std::sync::Arc;
 
 use super::{Kind, NodeSpec, Routed, Value};
 use crate::run::{CallIds, NodeEvent, Outcome, RunContext, RunEvent};

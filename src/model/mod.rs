@@ -74,8 +74,7 @@ pub(crate) async fn complete_gated(
                     redaction
                 }
             };
-            let replaced: Vec<(PiiKind, String)> =
-                redaction.replacements().iter().map(|r| (r.kind.clone(), r.placeholder.clone())).collect();
+            let replaced = redaction.replaced();
             let result = model.complete(request).await.map(|mut completion| {
                 completion.text = redaction.restore(&completion.text);
                 completion
@@ -103,11 +102,7 @@ pub async fn embed_in(model: &dyn LanguageModel, texts: &[String], ctx: &RunCont
                 ctx.record(RunEvent::Redaction(RedactionEvent {
                     ids: ctx.ids(),
                     model: model.name().to_owned(),
-                    replaced: redaction
-                        .replacements()
-                        .iter()
-                        .map(|r| (r.kind.clone(), r.placeholder.clone()))
-                        .collect(),
+                    replaced: redaction.replaced(),
                 }));
             }
             model.embed(&texts).await

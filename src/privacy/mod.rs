@@ -104,6 +104,11 @@ impl Redaction {
         &self.replacements
     }
 
+    /// What was replaced, as kind and placeholder, without the values: what a log may keep.
+    pub fn replaced(&self) -> Vec<(PiiKind, String)> {
+        self.replacements().iter().map(|r| (r.kind.clone(), r.placeholder.clone())).collect()
+    }
+
     /// Puts the original values back where their placeholders appear in `answer`.
     pub fn restore(&self, answer: &str) -> String {
         let mut out = answer.to_owned();
