@@ -1,6 +1,7 @@
 //! The crate's one error type.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A `Result` whose error is the crate's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -9,6 +10,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Each variant carries the context a host needs to act on it (which file, which type, how many tokens);
 /// underlying causes are reachable through [`std::error::Error::source`] and are not repeated in the message.
+///
+/// The variants fall into a few groups, given by [`Error::kind`]; hosts usually decide on the group and on
+/// the helpers below rather than on single variants:
+///
+/// | [`ErrorKind`] | variants | what a host does |
+/// |---|---|---|
+/// | `Load` | `ModelFile`, `InvalidGguf`, `UnsupportedArchitecture`, `ModelLoad`, `Adapter`, `NoChatTemplate` | fix the file or pick another model |
+/// | `Config` | `InvalidSetting`, `InvalidRequest`, `Schema`, `Graph`, `Unavailable` | fix the code |
+/// | `Generation` | `Template`, `PromptTooLong`, `Decode`, `Backend`, `WorkerStopped`, `Busy` | shorten the prompt, retry, or restart the model |
+/// | `InvalidOutput` | `Validation`, `Deserialize`, `Incomplete` ([`is_invalid_output`](Error::is_invalid_output)) | retry, or escalate to a larger model |
+/// | `Orchestration` | `Tool`, `MaxSteps`, `Specialist`, `Plan`, `Node`, `NodeTimeout`, `NodePanicked` | look at the cause: [`root`](Error::root) |
+/// | `Remote` | `Remote` ([`RemoteError`]) | retry after [`retry_after`](Error::retry_after), or fall back |
+/// | `Privacy` | `PrivacyViolation` | keep the work local |
+/// | `Ledger` | `Ledger`, `LedgerLine` | fix the file |
+///
+/// ```
+/// use slm_agents::{Error, ErrorKind};
+///
+/// let e = Error::Validation { type_name: "Plan".into(), reason: "missing field".into(), output: "{}".into() };
+/// assert_eq!(e.kind(), ErrorKind::InvalidOutput);
+/// assert!(e.is_invalid_output());
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -84,14 +107,14 @@ pub enum Error {
         model: String,
     },
 
-    /// The model's chat template failed to render the messages.
+    /// The model's chat template failed to render the messages (or could not be compiled at load).
     #[error("the chat template of model {model} failed to render")]
     Template {
         /// The model's name.
         model: String,
-        /// The template engine's error.
+        /// The template engine's error (its message and, where known, the template line).
         #[source]
-        source: minijinja::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// The prompt does not fit in the context window.
@@ -236,11 +259,15 @@ pub enum Error {
         reason: String,
     },
 
-    /// A remote model could not be reached or answered wrongly (after retries where they apply).
-    #[error("remote model: {reason}")]
+    /// A remote model could not be reached, refused the request or answered wrongly (after retries where
+    /// they apply). The [`RemoteError`] says which, with the HTTP status, the server's error code and its
+    /// Retry-After where the server gave them.
+    #[error("remote model `{model}`: {error}")]
     Remote {
+        /// The remote model's name.
+        model: String,
         /// What went wrong.
-        reason: String,
+        error: RemoteError,
     },
 
     /// The run's privacy policy forbids sending this request off the device.
@@ -274,4 +301,232 @@ pub enum Error {
     /// The model's worker thread has stopped (it panicked, or the model was dropped).
     #[error("the model worker has stopped")]
     WorkerStopped,
+
+    /// The model's request queue is full and the request was submitted with a deadline or as a `try_` call
+    /// (see [`LlamaModelBuilder::queue_size`](crate::model::LlamaModelBuilder::queue_size)).
+    #[error("model {model} is busy: its request queue is full")]
+    Busy {
+        /// The model's name.
+        model: String,
+    },
+
+    /// A part of the crate that this build does not include was asked for (a cargo feature is off).
+    #[error("{what} needs the cargo feature `{feature}`")]
+    Unavailable {
+        /// What was asked for.
+        what: &'static str,
+        /// The feature that provides it.
+        feature: &'static str,
+    },
+}
+
+/// The group an [`Error`] belongs to; from [`Error::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A model or adapter file cannot be used.
+    Load,
+    /// A setting, request, schema or graph is wrong: a bug in the calling code.
+    Config,
+    /// Generation failed in the engine (prompt too long, decoding, the worker).
+    Generation,
+    /// The model answered, but the answer is unusable (does not validate, cannot be deserialized, cut off).
+    InvalidOutput,
+    /// A specialist, team or graph node failed; the cause is in [`source`](std::error::Error::source).
+    Orchestration,
+    /// A remote model failed.
+    Remote,
+    /// The privacy policy refused the call.
+    Privacy,
+    /// A ledger file cannot be read or written.
+    Ledger,
+}
+
+impl Error {
+    /// The group of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::ModelFile { .. }
+            | Self::InvalidGguf { .. }
+            | Self::UnsupportedArchitecture { .. }
+            | Self::ModelLoad { .. }
+            | Self::Adapter { .. }
+            | Self::NoChatTemplate { .. } => ErrorKind::Load,
+            Self::InvalidSetting { .. }
+            | Self::InvalidRequest { .. }
+            | Self::Schema { .. }
+            | Self::Graph { .. }
+            | Self::Unavailable { .. } => ErrorKind::Config,
+            Self::Template { .. }
+            | Self::PromptTooLong { .. }
+            | Self::Decode { .. }
+            | Self::Backend { .. }
+            | Self::WorkerStopped
+            | Self::Busy { .. } => ErrorKind::Generation,
+            Self::Validation { .. } | Self::Deserialize { .. } | Self::Incomplete { .. } => ErrorKind::InvalidOutput,
+            Self::Tool { .. }
+            | Self::MaxSteps { .. }
+            | Self::Specialist { .. }
+            | Self::Plan { .. }
+            | Self::Node { .. }
+            | Self::NodeTimeout { .. }
+            | Self::NodePanicked { .. } => ErrorKind::Orchestration,
+            Self::Remote { .. } => ErrorKind::Remote,
+            Self::PrivacyViolation { .. } => ErrorKind::Privacy,
+            Self::Ledger { .. } | Self::LedgerLine { .. } => ErrorKind::Ledger,
+        }
+    }
+
+    /// The innermost error of the crate's own in a chain of wrappers (`Specialist`, `Node`): the error that
+    /// says what really went wrong.
+    pub fn root(&self) -> &Error {
+        match self {
+            Self::Specialist { source, .. } => source.root(),
+            Self::Node { source, .. } => source.downcast_ref::<Error>().map_or(self, Error::root),
+            _ => self,
+        }
+    }
+
+    /// Whether a model answered with unusable output: it did not validate, could not be deserialized, was
+    /// cut off, or a team's plan could not be run (looked up through wrappers). A larger model, or another
+    /// try, may do better: cascades and teams escalate on it.
+    pub fn is_invalid_output(&self) -> bool {
+        let root = self.root();
+        root.kind() == ErrorKind::InvalidOutput || matches!(root, Self::Plan { .. })
+    }
+
+    /// Whether trying the same call again later may succeed: a busy queue, a timed-out or rate-limited
+    /// remote call, a 5xx answer, a lost connection (looked up through wrappers).
+    pub fn is_retryable(&self) -> bool {
+        match self.root() {
+            Self::Busy { .. } | Self::NodeTimeout { .. } => true,
+            Self::Remote { error, .. } => error.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// How long the server asked to wait before the next try (its Retry-After header), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.root() {
+            Self::Remote { error, .. } => error.retry_after,
+            _ => None,
+        }
+    }
+
+    /// The remote failure, if this is one (looked up through wrappers).
+    pub fn remote(&self) -> Option<&RemoteError> {
+        match self.root() {
+            Self::Remote { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// What went wrong with a remote model; in [`Error::Remote`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoteError {
+    /// Which kind of failure.
+    pub kind: RemoteErrorKind,
+    /// The HTTP status of the last answer, if one came.
+    pub status: Option<u16>,
+    /// The server's own error code or type (`error.code` or `error.type` of an OpenAI-style error body).
+    pub code: Option<String>,
+    /// The server's message, or what the client saw.
+    pub message: String,
+    /// How long the server asked to wait before trying again (Retry-After).
+    pub retry_after: Option<Duration>,
+}
+
+impl RemoteError {
+    /// A failure of this kind with a message.
+    pub fn new(kind: RemoteErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, status: None, code: None, message: message.into(), retry_after: None }
+    }
+
+    /// Sets the HTTP status.
+    #[must_use]
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Sets the server's error code.
+    #[must_use]
+    pub fn with_code(mut self, code: Option<String>) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// Sets the server's Retry-After.
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: Option<Duration>) -> Self {
+        self.retry_after = wait;
+        self
+    }
+
+    /// Whether trying again later may succeed (connection failures, timeouts, 429 and 5xx answers).
+    pub fn is_retryable(&self) -> bool {
+        match self.kind {
+            RemoteErrorKind::Connect | RemoteErrorKind::Timeout | RemoteErrorKind::RateLimited => true,
+            RemoteErrorKind::Status => self.status.is_some_and(|s| s >= 500),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind.describe())?;
+        if let Some(status) = self.status {
+            write!(f, " (HTTP {status})")?;
+        }
+        if let Some(code) = &self.code {
+            write!(f, " [{code}]")?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        if let Some(wait) = self.retry_after {
+            write!(f, " (retry after {wait:?})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The kinds of [`RemoteError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RemoteErrorKind {
+    /// The server could not be reached (refused, reset, DNS).
+    Connect,
+    /// The request took longer than the model's timeout.
+    Timeout,
+    /// 429 Too Many Requests, after the retries.
+    RateLimited,
+    /// The server refused the request's `response_format` (JSON schema); the model then tries another form.
+    ResponseFormatRefused,
+    /// Another HTTP error status (4xx, or 5xx after the retries).
+    Status,
+    /// The server answered with an error object (in a 200 body or in a stream).
+    ServerError,
+    /// The answer is not what the API promises (not JSON, no choices, an oversized body).
+    Malformed,
+    /// A stream ended without its terminator: the text is cut off.
+    CutOff,
+}
+
+impl RemoteErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Connect => "cannot connect",
+            Self::Timeout => "timed out",
+            Self::RateLimited => "rate limited",
+            Self::ResponseFormatRefused => "response format refused",
+            Self::Status => "error status",
+            Self::ServerError => "server error",
+            Self::Malformed => "malformed answer",
+            Self::CutOff => "answer cut off",
+        }
+    }
 }

@@ -15,14 +15,16 @@ pub mod specialist;
 pub mod structured;
 pub mod tool;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, RemoteError, RemoteErrorKind, Result};
 
 /// The items most programs need: `use slm_agents::prelude::*;`.
 pub mod prelude {
     pub use crate::agent::Agent;
     pub use crate::graph::{Graph, Handle, Node, Retry, RunReport};
+    #[cfg(any(feature = "llama", docsrs))]
+    pub use crate::model::LlamaModel;
     pub use crate::model::{
-        Completion, Constraint, LanguageModel, LlamaModel, Message, Request, Role, Sampling, TokenStream, Usage,
+        Completion, Constraint, LanguageModel, Message, Request, Role, Sampling, TokenStream, Usage,
     };
     pub use crate::run::{MemoryRecorder, RunContext};
     pub use crate::specialist::{ModelSpecialist, Specialist, SpecialistCard};

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use slm_agents::agent::Agent;
-use slm_agents::model::{complete_in, LanguageModel, Message, RemoteModel, Request};
+use slm_agents::model::{LanguageModel, Message, RemoteModel, Request};
 use slm_agents::privacy::{PiiKind, Privacy};
 use slm_agents::run::{MemoryRecorder, RunContext};
 use slm_agents::specialist::ModelSpecialist;
@@ -172,7 +172,7 @@ async fn local_only_makes_no_connection() {
     listener.set_nonblocking(true).unwrap();
     let model = RemoteModel::builder(format!("http://{}/v1", listener.local_addr().unwrap()), "m").build().unwrap();
     let ctx = RunContext::new().with_privacy(Privacy::LocalOnly);
-    let err = complete_in(&model, ask(), &ctx).await.unwrap_err();
+    let err = ctx.complete(&model, ask()).await.unwrap_err();
     assert!(matches!(&err, Error::PrivacyViolation { model } if model == "m"), "{err}");
     std::thread::sleep(Duration::from_millis(50));
     assert!(
@@ -194,7 +194,7 @@ async fn redaction_hides_personal_data_and_restores_it_in_the_answer() {
         Message::system("You help travellers."),
         Message::user("My email is dana@example.com and my phone +972 54-123-4567; book the hotel."),
     ]);
-    let answer = complete_in(&model, request, &ctx).await.unwrap();
+    let answer = ctx.complete(&model, request).await.unwrap();
     assert_eq!(answer.text, "I will email dana@example.com and call +972 54-123-4567.");
     let sent = server.seen.lock().unwrap().join("\n");
     assert!(!sent.contains("dana@example.com") && !sent.contains("123-4567"), "{sent}");

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::Agent;
 use crate::graph::{Graph, Handle, Node};
 use crate::model::{LanguageModel, Message, Request};
-use crate::run::{RunContext, RunEvent};
+use crate::run::{Parsed, RunContext};
 use crate::specialist::Specialist;
 use crate::structured::OutputSchema;
 use crate::{Error, Result};
@@ -284,16 +284,15 @@ impl<O: Clone + Send + Sync + 'static> Team<O> {
         messages.push(Message::user(request));
         let request = Request::chat(messages).with_constraint(self.plan_schema.constraint()).with_max_tokens(400);
         let caller = format!("{}/manager", self.name);
-        let (result, mut event) = crate::run::call_model(&*self.manager, request, ctx, &caller, 0).await;
-        let plan = result.and_then(|c| self.plan_schema.parse::<Plan>(&c)).and_then(|plan| {
-            self.check(&plan)?;
-            Ok(plan)
-        });
-        if let Err(e) = &plan {
-            event.outcome = crate::run::Outcome::failed(e.to_string());
-        }
-        ctx.record(RunEvent::ModelCall(event));
-        plan
+        ctx.model_call(&*self.manager)
+            .caller(caller)
+            .complete_parsed(request, |c| {
+                let plan = self.plan_schema.parse::<Plan>(c)?;
+                self.check(&plan)?;
+                Ok(Parsed::value(plan))
+            })
+            .await
+            .map(|(_, plan)| plan)
     }
 
     fn check(&self, plan: &Plan) -> Result<()> {
@@ -388,12 +387,7 @@ impl<O: Clone + Send + Sync + 'static> Agent for Team<O> {
     async fn run(&self, request: String, ctx: &RunContext) -> Result<O> {
         let plan = match self.plan(&request, ctx).await {
             Ok(plan) => plan,
-            Err(
-                e @ (Error::Plan { .. }
-                | Error::Validation { .. }
-                | Error::Incomplete { .. }
-                | Error::Deserialize { .. }),
-            ) => {
+            Err(e) if e.is_invalid_output() => {
                 return match &self.escalation {
                     Some(agent) => {
                         tracing::info!(team = %self.name, reason = %e, "escalating");

@@ -8,6 +8,7 @@
 //!
 #![doc = include_str!("../../docs/models.md")]
 
+#[cfg(any(feature = "llama", docsrs))]
 mod llama;
 #[cfg(feature = "remote")]
 mod remote;
@@ -16,6 +17,8 @@ mod request;
 mod scripted;
 mod stream;
 
+#[cfg(any(feature = "llama", docsrs))]
+#[cfg_attr(docsrs, doc(cfg(feature = "llama")))]
 pub use llama::{LlamaModel, LlamaModelBuilder};
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
@@ -26,92 +29,12 @@ pub use request::{
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use scripted::ScriptedModel;
+pub(crate) use stream::StreamEnd;
 pub use stream::TokenStream;
 
-use crate::privacy::{PiiKind, Privacy};
-use crate::run::{RedactionEvent, RunContext, RunEvent};
-use crate::{Error, Result};
+use crate::Result;
 
-/// Calls `model` within a run: the run's [`Privacy`] policy decides what may reach a remote model.
-///
-/// Local models are called as they are. For a remote model, `LocalOnly` refuses the call before anything is
-/// sent ([`Error::PrivacyViolation`]), and `Redact` replaces personal data in the messages with placeholders
-/// and restores the original values where they come back in the answer. Specialists, teams and routers call
-/// models this way and record each call as a [`ModelCallEvent`](crate::run::ModelCallEvent) (with the kinds
-/// and placeholders replaced); a host that calls this directly records its own events, if it wants them.
-///
-/// # Errors
-/// [`Error::PrivacyViolation`], or whatever the model returns.
-pub async fn complete_in(model: &dyn LanguageModel, request: Request, ctx: &RunContext) -> Result<Completion> {
-    complete_gated(model, request, ctx).await.0
-}
-
-/// [`complete_in`], also returning what was redacted (kind and placeholder).
-pub(crate) async fn complete_gated(
-    model: &dyn LanguageModel,
-    request: Request,
-    ctx: &RunContext,
-) -> (Result<Completion>, Vec<(PiiKind, String)>) {
-    if !model.is_remote() {
-        return (model.complete(request).await, Vec::new());
-    }
-    match ctx.privacy() {
-        Privacy::LocalOnly => (Err(Error::PrivacyViolation { model: model.name().to_owned() }), Vec::new()),
-        Privacy::Redact(redactor) => {
-            let mut request = request;
-            let redaction = match &mut request.prompt {
-                Prompt::Chat(messages) => {
-                    let (texts, redaction) =
-                        redactor.redact_many(&messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>());
-                    for (m, t) in messages.iter_mut().zip(texts) {
-                        m.content = t;
-                    }
-                    redaction
-                }
-                Prompt::Raw(text) => {
-                    let redaction = redactor.redact(text);
-                    *text = redaction.text().to_owned();
-                    redaction
-                }
-            };
-            let replaced = redaction.replaced();
-            let result = model.complete(request).await.map(|mut completion| {
-                completion.text = redaction.restore(&completion.text);
-                completion
-            });
-            (result, replaced)
-        }
-        _ => (model.complete(request).await, Vec::new()),
-    }
-}
-
-/// Embeds texts within a run, under its [`Privacy`] policy (as [`complete_in`]; redacted texts are embedded
-/// with their placeholders).
-///
-/// # Errors
-/// [`Error::PrivacyViolation`], or whatever the model returns.
-pub async fn embed_in(model: &dyn LanguageModel, texts: &[String], ctx: &RunContext) -> Result<Vec<Vec<f32>>> {
-    if !model.is_remote() {
-        return model.embed(texts).await;
-    }
-    match ctx.privacy() {
-        Privacy::LocalOnly => Err(Error::PrivacyViolation { model: model.name().to_owned() }),
-        Privacy::Redact(redactor) => {
-            let (texts, redaction) = redactor.redact_many(texts);
-            if !redaction.replacements().is_empty() {
-                ctx.record(RunEvent::Redaction(RedactionEvent {
-                    ids: ctx.ids(),
-                    model: model.name().to_owned(),
-                    replaced: redaction.replaced(),
-                }));
-            }
-            model.embed(&texts).await
-        }
-        _ => model.embed(texts).await,
-    }
-}
-
-/// A language model: local (llama.cpp) or, in later features, remote.
+/// A language model: local (llama.cpp) or remote (an OpenAI-compatible endpoint).
 ///
 /// The trait is object-safe: hosts hold models as `Arc<dyn LanguageModel>`. Every method is asynchronous and
 /// never blocks the calling executor.
@@ -133,8 +56,9 @@ pub trait LanguageModel: Send + Sync {
     /// A short, human-readable name (for logs and reports), e.g. the GGUF file stem.
     fn name(&self) -> &str;
 
-    /// Whether calls send data off the device (the run's [`Privacy`] policy applies
-    /// to such models; see [`complete_in`]).
+    /// Whether calls send data off the device. A remote model must apply [`Request::privacy`] (with
+    /// [`Privacy::apply`](crate::privacy::Privacy::apply)) before anything leaves the device; within a run,
+    /// [`RunContext`](crate::run::RunContext) also refuses calls its policy forbids before the model is called.
     fn is_remote(&self) -> bool {
         false
     }

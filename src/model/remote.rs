@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 use super::stream::StreamEvent;
 use super::{Completion, Constraint, FinishReason, LanguageModel, Prompt, Request, TokenLogprob, TokenStream, Usage};
-use crate::{Error, Result};
+use crate::privacy::{Privacy, Redaction};
+use crate::{Error, RemoteError, RemoteErrorKind, Result};
 
 /// A model served over the OpenAI-compatible Chat Completions API.
 ///
@@ -38,6 +39,7 @@ struct Inner {
     agent: ureq::Agent,
     max_retries: u32,
     backoff: Duration,
+    privacy: Privacy,
     /// Set once the server refused `json_schema` response formats: then `{"type": "json_object", "schema": ..}`
     /// (llama-cpp-python's form) is sent instead.
     json_object_schema: std::sync::atomic::AtomicBool,
@@ -64,6 +66,7 @@ pub struct RemoteModelBuilder {
     timeout: Duration,
     max_retries: u32,
     backoff: Duration,
+    privacy: Privacy,
 }
 
 impl RemoteModel {
@@ -77,6 +80,7 @@ impl RemoteModel {
             timeout: Duration::from_secs(60),
             max_retries: 2,
             backoff: Duration::from_millis(250),
+            privacy: Privacy::Allow,
         }
     }
 }
@@ -108,6 +112,16 @@ impl RemoteModelBuilder {
         self
     }
 
+    /// What may be sent to this model (default [`Privacy::Allow`]). The policy applies to every call,
+    /// [`complete`](LanguageModel::complete), [`stream`](LanguageModel::stream),
+    /// [`embed`](LanguageModel::embed) and [`generate`](crate::structured::StructuredExt::generate) alike,
+    /// whether or not it is made within a run; within a run the run's policy applies as well (both redact, and
+    /// either one's `LocalOnly` refuses). Under `LocalOnly` no connection is ever made.
+    pub fn privacy(mut self, privacy: Privacy) -> Self {
+        self.privacy = privacy;
+        self
+    }
+
     /// Builds the model. No connection is made until the first request.
     ///
     /// # Errors
@@ -131,6 +145,7 @@ impl RemoteModelBuilder {
                 agent,
                 max_retries: self.max_retries,
                 backoff: self.backoff,
+                privacy: self.privacy,
                 json_object_schema: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -138,7 +153,7 @@ impl RemoteModelBuilder {
 }
 
 fn remote_error(reason: impl Into<String>) -> Error {
-    Error::Remote { reason: reason.into() }
+    Error::Remote { model: String::new(), error: RemoteError::new(RemoteErrorKind::Malformed, reason) }
 }
 
 impl Inner {
@@ -233,12 +248,12 @@ impl Inner {
     fn post_chat(&self, request: &Request, stream: bool) -> Result<ureq::http::Response<ureq::Body>> {
         let body = self.body(request, stream)?;
         match self.post("/chat/completions", &body) {
-            Err(Error::Remote { reason })
-                if reason.contains("response_format")
+            Err(Error::Remote { error, .. })
+                if error.message.contains("response_format")
                     && request.constraint.is_some()
                     && !self.json_object_schema.swap(true, std::sync::atomic::Ordering::Relaxed) =>
             {
-                tracing::debug!(%reason, "server refused json_schema; using json_object with a schema");
+                tracing::debug!(%error, "server refused json_schema; using json_object with a schema");
                 self.post("/chat/completions", &self.body(request, stream)?)
             }
             other => other,
@@ -292,7 +307,7 @@ impl Inner {
                 })
                 .collect()
         });
-        Ok(Completion { text: content, finish_reason: finish_reason(choice), usage, logprobs })
+        Ok(Completion { text: content, finish_reason: finish_reason(choice), usage, logprobs, redactions: Vec::new() })
     }
 
     fn stream(&self, request: &Request, tx: &mpsc::UnboundedSender<StreamEvent>) -> Result<Completion> {
@@ -339,7 +354,7 @@ impl Inner {
         }
         usage.time_to_first_token = first.unwrap_or(end).duration_since(started);
         usage.total_time = end.duration_since(started);
-        Ok(Completion { text, finish_reason: finish, usage, logprobs: None })
+        Ok(Completion { text, finish_reason: finish, usage, logprobs: None, redactions: Vec::new() })
     }
 
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
@@ -383,6 +398,24 @@ async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send +
     rx.await.map_err(|_| remote_error("the request thread stopped"))?
 }
 
+/// The request's texts under the model's own policy: refused, redacted (with what to restore the answer with)
+/// or as they are.
+fn guard(inner: &Inner, request: &mut Request) -> Result<Option<Redaction>> {
+    let mut texts: Vec<&mut String> = match &mut request.prompt {
+        Prompt::Chat(messages) => messages.iter_mut().map(|m| &mut m.content).collect(),
+        Prompt::Raw(text) => vec![text],
+    };
+    inner.privacy.apply(&inner.name, &mut texts)
+}
+
+fn restore(redaction: Option<&Redaction>, mut completion: Completion) -> Completion {
+    if let Some(r) = redaction {
+        completion.text = r.restore(&completion.text);
+        completion.redactions.extend(r.replaced());
+    }
+    completion
+}
+
 #[async_trait::async_trait]
 impl LanguageModel for RemoteModel {
     fn name(&self) -> &str {
@@ -393,21 +426,29 @@ impl LanguageModel for RemoteModel {
         true
     }
 
-    async fn complete(&self, request: Request) -> Result<Completion> {
+    async fn complete(&self, mut request: Request) -> Result<Completion> {
         request.sampling.check()?;
+        let redaction = guard(&self.inner, &mut request)?;
         let inner = Arc::clone(&self.inner);
-        off_thread(move || inner.complete(&request)).await
+        let completion = off_thread(move || inner.complete(&request)).await?;
+        Ok(restore(redaction.as_ref(), completion))
     }
 
-    fn stream(&self, request: Request) -> TokenStream {
+    fn stream(&self, mut request: Request) -> TokenStream {
         if let Err(e) = request.sampling.check() {
             return TokenStream::failed(e);
         }
+        let redaction = match guard(&self.inner, &mut request) {
+            Ok(r) => r,
+            Err(e) => return TokenStream::failed(e),
+        };
         let (tx, rx) = mpsc::unbounded();
         let inner = Arc::clone(&self.inner);
         let spawned = std::thread::Builder::new().name("slm-remote".into()).spawn(move || {
+            // Pieces go out as they come, with placeholders (a value split over pieces cannot be restored piece
+            // by piece); the finished completion has the values back.
             let event = match inner.stream(&request, &tx) {
-                Ok(c) => StreamEvent::Done(c),
+                Ok(c) => StreamEvent::Done(restore(redaction.as_ref(), c)),
                 Err(e) => StreamEvent::Failed(e),
             };
             let _ = tx.unbounded_send(event);
@@ -419,8 +460,12 @@ impl LanguageModel for RemoteModel {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let mut texts = texts.to_vec();
+        {
+            let mut refs: Vec<&mut String> = texts.iter_mut().collect();
+            self.inner.privacy.apply(&self.inner.name, &mut refs)?;
+        }
         let inner = Arc::clone(&self.inner);
-        let texts = texts.to_vec();
         off_thread(move || inner.embed(&texts)).await
     }
 }

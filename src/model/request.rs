@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::privacy::PiiKind;
+
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -292,6 +294,10 @@ pub struct Completion {
     /// Per generated token, when the request asked for them ([`Request::with_logprobs`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// Personal data a remote model replaced before sending the request (kind and placeholder, never the
+    /// value); the text has the original values back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redactions: Vec<(PiiKind, String)>,
 }
 
 /// The log-probability of one generated token, with the most likely alternatives at that step.

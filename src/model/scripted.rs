@@ -51,6 +51,7 @@ impl ScriptedModel {
             finish_reason: FinishReason::EndOfText,
             usage: Usage { completion_tokens, ..Usage::default() },
             logprobs: None,
+            redactions: Vec::new(),
         })
     }
 }

@@ -45,6 +45,26 @@ pub struct TokenStream {
     events: Option<mpsc::UnboundedReceiver<StreamEvent>>,
     error: Option<Error>,
     completion: Option<Completion>,
+    on_end: Option<OnEnd>,
+    map: Option<Box<dyn FnOnce(Completion) -> Completion + Send>>,
+}
+
+/// How a stream ended, for [`TokenStream::on_end`].
+pub(crate) enum StreamEnd<'a> {
+    Finished(&'a Completion),
+    Failed(&'a Error),
+    /// Dropped before it ended.
+    Dropped,
+}
+
+type OnEnd = Box<dyn FnOnce(StreamEnd<'_>) + Send>;
+
+impl Drop for TokenStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f(StreamEnd::Dropped);
+        }
+    }
 }
 
 impl std::fmt::Debug for TokenStream {
@@ -55,19 +75,38 @@ impl std::fmt::Debug for TokenStream {
 
 impl TokenStream {
     pub(crate) fn new(events: mpsc::UnboundedReceiver<StreamEvent>) -> Self {
-        Self { submit: None, events: Some(events), error: None, completion: None }
+        Self { submit: None, events: Some(events), error: None, completion: None, on_end: None, map: None }
+    }
+
+    /// Passes the finished completion through `f` before it is stored and reported.
+    pub(crate) fn map_completion(mut self, f: impl FnOnce(Completion) -> Completion + Send + 'static) -> Self {
+        self.map = Some(Box::new(f));
+        self
+    }
+
+    /// Calls `f` once when the stream ends: finished, failed, or dropped before its end.
+    pub(crate) fn on_end(mut self, f: impl FnOnce(StreamEnd<'_>) + Send + 'static) -> Self {
+        self.on_end = Some(Box::new(f));
+        self
+    }
+
+    fn end(&mut self, how: StreamEnd<'_>) {
+        if let Some(f) = self.on_end.take() {
+            f(how);
+        }
     }
 
     /// A stream whose request still has to be handed over by `submit` (for example, waiting for queue room).
+    #[cfg_attr(not(feature = "llama"), allow(dead_code))]
     pub(crate) fn with_submit(
         events: mpsc::UnboundedReceiver<StreamEvent>,
         submit: BoxFuture<'static, Result<()>>,
     ) -> Self {
-        Self { submit: Some(submit), events: Some(events), error: None, completion: None }
+        Self { submit: Some(submit), events: Some(events), error: None, completion: None, on_end: None, map: None }
     }
 
     pub(crate) fn failed(error: Error) -> Self {
-        Self { submit: None, events: None, error: Some(error), completion: None }
+        Self { submit: None, events: None, error: Some(error), completion: None, on_end: None, map: None }
     }
 
     /// The finished completion (full text, finish reason and usage), once the stream has ended without error.
@@ -81,7 +120,7 @@ impl TokenStream {
         while let Some(item) = self.next().await {
             item?;
         }
-        self.completion.ok_or(Error::WorkerStopped)
+        self.completion.take().ok_or(Error::WorkerStopped)
     }
 }
 
@@ -102,6 +141,7 @@ impl Stream for TokenStream {
         }
         if let Some(error) = this.error.take() {
             this.events = None;
+            this.end(StreamEnd::Failed(&error));
             return Poll::Ready(Some(Err(error)));
         }
         let Some(events) = this.events.as_mut() else {
@@ -111,17 +151,25 @@ impl Stream for TokenStream {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(StreamEvent::Text(text))) => Poll::Ready(Some(Ok(text))),
             Poll::Ready(Some(StreamEvent::Done(completion))) => {
+                let completion = match this.map.take() {
+                    Some(f) => f(completion),
+                    None => completion,
+                };
+                this.end(StreamEnd::Finished(&completion));
                 this.completion = Some(completion);
                 this.events = None;
                 Poll::Ready(None)
             }
             Poll::Ready(Some(StreamEvent::Failed(error))) => {
                 this.events = None;
+                this.end(StreamEnd::Failed(&error));
                 Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(None) => {
                 this.events = None;
-                Poll::Ready(Some(Err(Error::WorkerStopped)))
+                let error = Error::WorkerStopped;
+                this.end(StreamEnd::Failed(&error));
+                Poll::Ready(Some(Err(error)))
             }
         }
     }

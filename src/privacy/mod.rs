@@ -42,6 +42,46 @@ impl Privacy {
     pub fn redact() -> Self {
         Privacy::Redact(Arc::new(Redactor::new()))
     }
+
+    /// Whether nothing may leave the device.
+    pub fn is_local_only(&self) -> bool {
+        matches!(self, Privacy::LocalOnly)
+    }
+
+    /// Applies the policy to texts about to be sent to the remote model `model`, in place: `LocalOnly` is an
+    /// error (nothing is sent), `Redact` replaces personal data in all the texts with one numbering and returns
+    /// the [`Redaction`] to restore the answer with, `Allow` leaves them alone.
+    ///
+    /// [`RunContext`](crate::run::RunContext) applies the run's policy this way before it calls a remote
+    /// model, and [`RemoteModel`](crate::model::RemoteModel) its own. Applied twice (a run's and a model's),
+    /// the placeholders do not clash: a redactor never reuses a placeholder already in the texts.
+    ///
+    /// # Errors
+    /// [`Error::PrivacyViolation`] under `LocalOnly`.
+    pub fn apply(&self, model: &str, texts: &mut [&mut String]) -> Result<Option<Redaction>> {
+        match self {
+            Privacy::LocalOnly => Err(Error::PrivacyViolation { model: model.to_owned() }),
+            Privacy::Redact(redactor) => {
+                let (redacted, redaction) = redactor.redact_many(&texts.iter().map(|t| t.as_str()).collect::<Vec<_>>());
+                for (t, r) in texts.iter_mut().zip(redacted) {
+                    **t = r;
+                }
+                Ok(Some(redaction))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Two policies are equal when they are the same kind and, for `Redact`, use the same detectors.
+impl PartialEq for Privacy {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Privacy::Allow, Privacy::Allow) | (Privacy::LocalOnly, Privacy::LocalOnly) => true,
+            (Privacy::Redact(a), Privacy::Redact(b)) => Arc::ptr_eq(a, b) || a.same_detectors(b),
+            _ => false,
+        }
+    }
 }
 
 /// A kind of personal data.
@@ -173,24 +213,32 @@ impl Redactor {
         Ok(self)
     }
 
+    fn same_detectors(&self, other: &Redactor) -> bool {
+        self.detectors.len() == other.detectors.len()
+            && self.detectors.iter().zip(&other.detectors).all(|((k, r), (l, q))| k == l && r.as_str() == q.as_str())
+    }
+
     /// Replaces every piece of personal data in `text` by a placeholder. The same value gets the same
     /// placeholder each time it appears.
     pub fn redact(&self, text: &str) -> Redaction {
-        let mut replacements = Vec::new();
-        let text = self.redact_into(text, &mut replacements);
-        Redaction { text, replacements }
+        let (mut texts, redaction) = self.redact_many(&[text]);
+        Redaction { text: texts.pop().unwrap_or_default(), replacements: redaction.replacements }
     }
 
     /// Redacts several texts (the messages of one request) with one numbering, so that a placeholder means
     /// the same value in all of them. Returns the texts and the redaction to restore answers with.
     pub fn redact_many<S: AsRef<str>>(&self, texts: &[S]) -> (Vec<String>, Redaction) {
         let mut replacements = Vec::new();
-        let out: Vec<String> = texts.iter().map(|t| self.redact_into(t.as_ref(), &mut replacements)).collect();
+        // Placeholders already in the texts (an earlier redaction's) are never reused for another value.
+        let taken: Vec<&str> =
+            texts.iter().flat_map(|t| placeholder_pattern().find_iter(t.as_ref()).map(|m| m.as_str())).collect();
+        let out: Vec<String> =
+            texts.iter().map(|t| self.redact_into(t.as_ref(), &taken, &mut replacements)).collect();
         let text = out.join("\n");
         (out, Redaction { text, replacements })
     }
 
-    fn redact_into(&self, text: &str, replacements: &mut Vec<Replacement>) -> String {
+    fn redact_into(&self, text: &str, taken: &[&str], replacements: &mut Vec<Replacement>) -> String {
         let mut current = text.to_owned();
         for (kind, regex) in &self.detectors {
             let mut out = String::with_capacity(current.len());
@@ -203,8 +251,12 @@ impl Redactor {
                 let placeholder = match replacements.iter().find(|r| r.original == value && r.kind == *kind) {
                     Some(r) => r.placeholder.clone(),
                     None => {
-                        let n = replacements.iter().filter(|r| r.kind == *kind).count() + 1;
-                        let placeholder = format!("[{}_{n}]", kind.label());
+                        let mut n = replacements.iter().filter(|r| r.kind == *kind).count() + 1;
+                        let mut placeholder = format!("[{}_{n}]", kind.label());
+                        while taken.contains(&placeholder.as_str()) {
+                            n += 1;
+                            placeholder = format!("[{}_{n}]", kind.label());
+                        }
                         replacements.push(Replacement {
                             kind: kind.clone(),
                             placeholder: placeholder.clone(),
@@ -224,14 +276,16 @@ impl Redactor {
     }
 }
 
-/// Whether a match sits inside a placeholder written by an earlier detector.
+/// What a placeholder looks like: `[EMAIL_1]`, `[BOOKING_12]`.
+fn placeholder_pattern() -> &'static Regex {
+    static PATTERN: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| builtin(r"\[[A-Z][A-Z0-9_]*_[0-9]+\]"))
+}
+
+/// Whether a match starts inside a placeholder (written by an earlier detector, or an earlier redaction).
+/// Only a whole placeholder counts: a stray `[` before a value does not protect it.
 fn inside_placeholder(text: &str, at: usize) -> bool {
-    let before = &text[..at];
-    match (before.rfind('['), before.rfind(']')) {
-        (Some(open), Some(close)) => open > close,
-        (Some(_), None) => true,
-        _ => false,
-    }
+    placeholder_pattern().find_iter(text).any(|p| p.start() <= at && at < p.end())
 }
 
 /// Checks that go beyond the pattern: checksums and digit counts.

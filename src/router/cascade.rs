@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{Decision, Router};
 use crate::run::RunContext;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Runs a first router (typically a [`ModelRouter`](super::ModelRouter) on a small model); when its confidence
 /// is below the threshold, or its output still fails validation after bounded retries, the decision is the
@@ -68,9 +68,7 @@ impl<R: Clone + std::fmt::Debug + Send + Sync + 'static> Router<R> for CascadeRo
                         ),
                     })
                 }
-                Err(e @ (Error::Validation { .. } | Error::Deserialize { .. } | Error::Incomplete { .. })) => {
-                    last_error = Some(e)
-                }
+                Err(e) if e.is_invalid_output() => last_error = Some(e),
                 Err(e) => return Err(e),
             }
         }

@@ -72,7 +72,7 @@ impl<R: Clone + Send + Sync + 'static> EmbeddingRouter<R> {
     /// # Errors
     /// Whatever the model's `embed` returns.
     pub async fn similarities(&self, task: &str, ctx: &RunContext) -> Result<Vec<(R, f32)>> {
-        let v = crate::model::embed_in(&*self.model, &[task.to_owned()], ctx).await?.pop().unwrap_or_default();
+        let v = ctx.embed(&*self.model, &[task.to_owned()]).await?.pop().unwrap_or_default();
         let mut scored: Vec<(R, f32)> = self.centroids.iter().map(|(r, c)| (r.clone(), cosine(&v, c))).collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(scored)
@@ -92,11 +92,21 @@ impl<R: Clone + Send + Sync + 'static> EmbeddingRouterBuilder<R> {
         self
     }
 
-    /// Embeds the examples and builds the router.
+    /// Embeds the examples and builds the router (outside any run: only the model's own privacy policy
+    /// applies; see [`build_in`](Self::build_in)).
     ///
     /// # Errors
     /// [`Error::InvalidSetting`] without routes or with a route without examples; any error of the model.
     pub async fn build(self) -> Result<EmbeddingRouter<R>> {
+        self.build_in(&RunContext::new()).await
+    }
+
+    /// Embeds the examples within a run (under its privacy policy) and builds the router.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build), and [`Error::PrivacyViolation`] when the policy forbids sending the
+    /// examples to a remote model.
+    pub async fn build_in(self, ctx: &RunContext) -> Result<EmbeddingRouter<R>> {
         if self.routes.is_empty() {
             return Err(Error::InvalidSetting { setting: "routes", reason: "an embedding router needs routes".into() });
         }
@@ -105,7 +115,7 @@ impl<R: Clone + Send + Sync + 'static> EmbeddingRouterBuilder<R> {
             if examples.is_empty() {
                 return Err(Error::InvalidSetting { setting: "routes", reason: "every route needs examples".into() });
             }
-            let vectors = self.model.embed(&examples).await?;
+            let vectors = ctx.embed(&*self.model, &examples).await?;
             let dim = vectors.first().map_or(0, Vec::len);
             let mut centroid = vec![0f32; dim];
             for v in &vectors {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{Decision, Router};
 use crate::model::{Constraint, LanguageModel, Message, Request};
-use crate::run::RunContext;
+use crate::run::{Parsed, RunContext};
 use crate::{Error, Result};
 
 /// A small model reads the routes' descriptions and picks one name, under a grammar that allows only the
@@ -150,16 +150,22 @@ impl<R: Clone + Send + Sync + 'static> Router<R> for ModelRouter<R> {
             .with_constraint(Constraint::Regex(self.pattern.clone()))
             .with_logprobs()
             .with_max_tokens(16);
-        let (result, event) = crate::run::call_model(&*self.model, request, ctx, "router", 0).await;
-        ctx.record(crate::run::RunEvent::ModelCall(event));
-        let completion = result?;
+        let (completion, route) = ctx
+            .model_call(&*self.model)
+            .caller("router")
+            .complete_parsed(request, |c| {
+                let name = c.text.trim();
+                let route = self.routes.iter().find(|(_, n)| n == name).map(|(r, _)| r.clone()).ok_or_else(|| {
+                    Error::Validation {
+                        type_name: "route".into(),
+                        reason: "not one of the route names".into(),
+                        output: c.text.clone(),
+                    }
+                })?;
+                Ok(Parsed::value(route))
+            })
+            .await?;
         let name = completion.text.trim();
-        let route =
-            self.routes.iter().find(|(_, n)| n == name).map(|(r, _)| r.clone()).ok_or_else(|| Error::Validation {
-                type_name: "route".into(),
-                reason: "not one of the route names".into(),
-                output: completion.text.clone(),
-            })?;
         // Without log-probabilities (a model that does not report them), the choice is all we know.
         let confidence = completion
             .logprobs

@@ -13,8 +13,8 @@ use serde_json::{json, Map, Value};
 
 use super::{Specialist, SpecialistCard};
 use crate::agent::Agent;
-use crate::model::{LanguageModel, LlamaModel, Message, Request, Sampling};
-use crate::run::{Outcome, RunContext, RunEvent, ToolCallEvent};
+use crate::model::{LanguageModel, Message, Request, Sampling};
+use crate::run::{Outcome, Parsed, RunContext, RunEvent, ToolCallEvent};
 use crate::structured::{inline_schema_for, OutputSchema};
 use crate::tool::{DynTool, Tool, ToolCall, ToolError, Toolbox};
 use crate::{Error, Result};
@@ -144,11 +144,13 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
         self
     }
 
-    /// A local model with one of its LoRA adapters applied at `scale` (see [`LlamaModel::with_adapter`]): the
+    /// A local model with one of its LoRA adapters applied at `scale` (see [`LlamaModel::with_adapter`](crate::model::LlamaModel::with_adapter)): the
     /// specialist shares the loaded weights and runs on the adapter's own lane. `adapter` is the name or file
     /// path given to [`LlamaModelBuilder::adapter`](crate::model::LlamaModelBuilder::adapter) when the model was
     /// loaded (llama.cpp loads adapters before any context exists).
-    pub fn lora(mut self, model: &LlamaModel, adapter: &str, scale: f32) -> Self {
+    #[cfg(any(feature = "llama", docsrs))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "llama")))]
+    pub fn lora(mut self, model: &crate::model::LlamaModel, adapter: &str, scale: f32) -> Self {
         match model.with_adapter(adapter, scale) {
             Ok(m) => self.model = Some(Arc::new(m)),
             Err(e) => self.fail(e),
@@ -439,25 +441,24 @@ where
                 .with_sampling(self.sampling)
                 .with_max_tokens(self.max_tokens)
                 .with_constraint(schema.constraint());
-            let (result, mut event) = crate::run::call_model(&*self.model, request, ctx, self.card_name(), step).await;
-            let completion = match result {
-                Ok(c) => c,
-                Err(e) => {
-                    ctx.record(RunEvent::ModelCall(event));
-                    return Err(e);
-                }
-            };
             // Parsed, not validated as a whole: a bad call (possible with a model that ignores constraints) is
             // told to the model below, like a failing tool; a bad answer is an error.
-            let turn = schema.json(&completion).map(parse_turn);
-            if let Ok(Some(Turn::Call { tool, arguments })) = &turn {
-                event.tool_calls.push(ToolCall { tool: tool.clone(), arguments: arguments.clone() });
-            }
-            if let Err(e) = &turn {
-                event.outcome = Outcome::failed(e.to_string());
-            }
-            ctx.record(RunEvent::ModelCall(event));
-            match turn? {
+            let (completion, turn) = ctx
+                .model_call(&*self.model)
+                .caller(self.card_name())
+                .step(step)
+                .complete_parsed(request, |c| {
+                    let turn = schema.json(c).map(parse_turn)?;
+                    let tool_calls = match &turn {
+                        Some(Turn::Call { tool, arguments }) => {
+                            vec![ToolCall { tool: tool.clone(), arguments: arguments.clone() }]
+                        }
+                        _ => Vec::new(),
+                    };
+                    Ok(Parsed { value: turn, tool_calls })
+                })
+                .await?;
+            match turn {
                 Some(Turn::Answer(answer)) => {
                     let text = answer.to_string();
                     let c = crate::model::Completion { text, ..completion };

@@ -126,7 +126,7 @@ pub(super) enum Sink {
 }
 
 impl Sink {
-    fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         match self {
             Sink::Once(tx) => tx.is_canceled(),
             Sink::Stream(tx) => tx.is_closed(),
@@ -141,7 +141,7 @@ impl Sink {
         }
     }
 
-    fn finish(self, result: Result<Completion>) {
+    pub(super) fn finish(self, result: Result<Completion>) {
         match self {
             Sink::Once(tx) => {
                 let _ = tx.send(result);
@@ -577,6 +577,7 @@ fn finish(slot: &mut Slot, reason: FinishReason) {
     let completion = Completion {
         text: active.text.text().to_owned(),
         logprobs: active.logprobs.take(),
+        redactions: Vec::new(),
         finish_reason: reason,
         usage: Usage {
             prompt_tokens: active.prompt.len(),

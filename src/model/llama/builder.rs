@@ -1,0 +1,181 @@
+//! The settings of a local model, checked before anything is loaded.
+
+use std::path::{Path, PathBuf};
+
+use super::{native, LlamaModel};
+use crate::{Error, Result};
+
+/// Builds a [`LlamaModel`]; from [`LlamaModel::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `load` is called"]
+pub struct LlamaModelBuilder {
+    pub(super) path: PathBuf,
+    pub(super) name: Option<String>,
+    pub(super) threads: Option<usize>,
+    pub(super) lanes: usize,
+    pub(super) slots: usize,
+    pub(super) batch_requests: Option<usize>,
+    pub(super) prefix_cache: bool,
+    pub(super) context: usize,
+    pub(super) batch: usize,
+    pub(super) queue: usize,
+    pub(super) adapters: Vec<(String, PathBuf)>,
+}
+
+impl LlamaModelBuilder {
+    /// Sets the name used in logs and reports (default: the file stem).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the number of CPU threads llama.cpp uses (default: the machine's available parallelism).
+    ///
+    /// Use 1 when several models run side by side on a small machine: competing threads slow decoding down far
+    /// more than they add.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Sets how many lanes decode in parallel (default 1): each lane is a worker thread with its own llama.cpp
+    /// context over the shared weights, and gets `threads / lanes` of the threads.
+    ///
+    /// On small CPUs several single-thread lanes serve concurrent requests faster than one lane with all threads
+    /// (measured on 2 cores with SmolLM2-135M: 4 concurrent requests ran about 1.6x faster on 2 lanes of 1
+    /// thread than one after the other on 1 lane of 2 threads, against about 1.25x when batched in that one
+    /// lane), while one request alone runs about 12% slower on 1 thread than on 2. Use lanes for teams of
+    /// specialists that run in parallel; keep 1 for a single conversation. Each lane has its own KV cache.
+    pub fn lanes(mut self, lanes: usize) -> Self {
+        self.lanes = lanes;
+        self
+    }
+
+    /// Sets how many sequences each lane keeps (default 4). Each slot has its own context window and keeps the
+    /// KV cells of its last prompt, so a later request with the same prefix (a specialist's instructions) only
+    /// decodes the rest: more slots cache more specialists.
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// Sets how many requests one lane decodes together in a batch (at most `slots`).
+    ///
+    /// Default: all slots when a lane has two or more threads (batching 4 requests gave about 1.25x the
+    /// throughput of running them one by one on 2 threads), and 1 when a lane has a single thread (batching gave
+    /// 0.9x there: one thread is compute-bound). Requests beyond this wait in the lane's queue.
+    pub fn batch_requests(mut self, requests: usize) -> Self {
+        self.batch_requests = Some(requests);
+        self
+    }
+
+    /// Turns the prefix cache on or off (default on). Off, every request decodes its whole prompt, as if no
+    /// earlier request had shared its beginning: useful only to measure what the cache saves.
+    pub fn prefix_cache(mut self, on: bool) -> Self {
+        self.prefix_cache = on;
+        self
+    }
+
+    /// Sets the context window of each slot in tokens: prompt plus generated text (default 2048).
+    pub fn context_size(mut self, tokens: usize) -> Self {
+        self.context = tokens;
+        self
+    }
+
+    /// Sets the most tokens decoded in one step (default 512).
+    pub fn batch_size(mut self, tokens: usize) -> Self {
+        self.batch = tokens;
+        self
+    }
+
+    /// Sets how many requests may wait for a free slot before callers wait to submit (default 64).
+    pub fn queue_size(mut self, requests: usize) -> Self {
+        self.queue = requests;
+        self
+    }
+
+    /// Loads a LoRA adapter (a GGUF adapter file made for this model) with the model, under `name`.
+    ///
+    /// llama.cpp loads adapters into the model before any context exists, so they are declared here; a handle
+    /// that uses one comes from [`LlamaModel::with_adapter`]. The weights stay shared: each adapter in use gets
+    /// its own lane (a context with the adapter applied) over the same loaded model.
+    pub fn adapter(mut self, name: impl Into<String>, path: impl AsRef<Path>) -> Self {
+        self.adapters.push((name.into(), path.as_ref().to_owned()));
+        self
+    }
+
+    /// Loads the model and starts its worker thread.
+    ///
+    /// This blocks while the file is read (well under a second for small models); in async code, call it once
+    /// at start-up or inside `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`Error::ModelFile`] if the file cannot be read; [`Error::InvalidGguf`] if it is not a well-formed GGUF
+    /// file (checked before llama.cpp sees it); [`Error::UnsupportedArchitecture`] or [`Error::ModelLoad`] if
+    /// llama.cpp refuses it; [`Error::InvalidSetting`] for out-of-range settings; [`Error::Backend`] if the
+    /// context cannot be created.
+    pub fn load(self) -> Result<LlamaModel> {
+        self.check()?;
+        native::Core::load(self).map(LlamaModel::from_core)
+    }
+
+    /// The threads to use: the setting, or the machine's available parallelism.
+    pub(super) fn resolved_threads(&self) -> usize {
+        match self.threads {
+            Some(t) => t,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+
+    /// Checks the settings that need no file.
+    fn check(&self) -> Result<()> {
+        check_range("threads", self.resolved_threads(), 1, 1024)?;
+        check_range("slots", self.slots, 1, 256)?;
+        check_range("lanes", self.lanes, 1, 64)?;
+        check_range("context_size", self.context, 16, 1 << 20)?;
+        check_range("batch_size", self.batch, 1, 1 << 16)?;
+        check_range("queue_size", self.queue, 1, 1 << 20)?;
+        if self.batch < self.slots {
+            return Err(Error::InvalidSetting {
+                setting: "batch_size",
+                reason: format!(
+                    "{} is smaller than slots ({}): each step decodes one token per slot",
+                    self.batch, self.slots
+                ),
+            });
+        }
+        if let Some(active) = self.batch_requests {
+            if active == 0 || active > self.slots {
+                return Err(Error::InvalidSetting {
+                    setting: "batch_requests",
+                    reason: format!("{active} is outside 1..=slots ({})", self.slots),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            name: None,
+            threads: None,
+            lanes: 1,
+            slots: 4,
+            batch_requests: None,
+            prefix_cache: true,
+            adapters: Vec::new(),
+            context: 2048,
+            batch: 512,
+            queue: 64,
+        }
+    }
+}
+
+fn check_range(setting: &'static str, value: usize, min: usize, max: usize) -> Result<()> {
+    if value < min || value > max {
+        return Err(Error::InvalidSetting { setting, reason: format!("{value} is outside {min}..={max}") });
+    }
+    Ok(())
+}
+
