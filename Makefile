@@ -20,14 +20,19 @@ test-deps: models
 demo: models
 	$(CARGO) run --release --example trip_planner
 
-# Every test, on the real models, in the release profile (the debug profile would build llama.cpp again).
+# Every test, on the real models, in the release profile (the debug profile would build llama.cpp again); then
+# the compile-fail tests of the graph, in the build without the engine (see tests/compile_fail.rs).
 test: test-deps
 	$(CARGO) test --release
+	$(CARGO) test --release --no-default-features --features test-util --test compile_fail
 
-# Lints and docs, as a reviewer runs them.
+# Lints and docs, as a reviewer runs them; the build without the engine (no cmake, no libclang, no llama.cpp);
+# the docs as docs.rs builds them.
 check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --no-default-features --features remote,test-util --lib --tests -- -D warnings
+	$(CARGO) build --release --no-default-features --features remote
+	! $(CARGO) tree --no-default-features --features remote -e normal | grep -q llama-cpp-sys-2
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --release --no-deps --features remote,test-util
-	# As docs.rs builds it (nightly's doc_cfg; RUSTC_BOOTSTRAP lets a stable toolchain do the same).
-	RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" $(CARGO) doc --release --no-deps --all-features
+	scripts/docs-rs.sh

@@ -17,10 +17,15 @@ pub mod tool;
 
 pub use error::{Error, ErrorKind, RemoteError, RemoteErrorKind, Result};
 
+/// The attribute for implementing the crate's async traits ([`Agent`](agent::Agent),
+/// [`Specialist`](specialist::Specialist), [`Router`](router::Router), [`LanguageModel`](model::LanguageModel)),
+/// re-exported so that hosts need no dependency of their own: `#[slm_agents::async_trait]`.
+pub use async_trait::async_trait;
+
 /// The items most programs need: `use slm_agents::prelude::*;`.
 pub mod prelude {
     pub use crate::agent::Agent;
-    pub use crate::graph::{Graph, Handle, Node, Retry, RunReport};
+    pub use crate::graph::{Graph, Handle, Retry, RunReport};
     #[cfg(any(feature = "llama", docsrs))]
     pub use crate::model::LlamaModel;
     pub use crate::model::{

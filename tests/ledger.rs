@@ -43,6 +43,7 @@ async fn a_real_run_is_written_and_read_back() {
     let reply = specialist.run("Weather in Lisbon?".to_string(), &ctx).await.unwrap();
     assert!(reply.text.len() <= 80);
 
+    ledger.flush(); // the writer thread appends in the background
     let (records, skipped) = read_jsonl(&path).unwrap();
     assert_eq!(skipped, 0);
     assert!(records.len() >= 2, "{records:?}");

@@ -27,9 +27,10 @@ async fn a_weekend_in_st_petersburg_is_planned_from_the_bundled_data() {
     let path = support::scratch_dir("trip").join("ledger.jsonl");
     let _ = std::fs::remove_file(&path);
     let events = Arc::new(MemoryRecorder::default());
-    let ctx =
-        RunContext::new().with_recorder(events.clone()).with_recorder(Arc::new(JsonlLedger::create(&path).unwrap()));
+    let ledger = Arc::new(JsonlLedger::create(&path).unwrap());
+    let ctx = RunContext::new().with_recorder(events.clone()).with_recorder(ledger.clone());
     let reply = graph.run("Plan me a weekend in St Petersburg".to_string(), &ctx).await.unwrap();
+    ledger.flush();
     let Reply::Plan(plan) = reply else { panic!("a trip request was answered as a question: {reply:?}") };
     println!("{plan}");
 

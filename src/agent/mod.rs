@@ -1,7 +1,10 @@
-//! Agents: anything with a typed `run`. Specialists, graphs and teams are agents.
+//! Agents: anything with a typed async `run`. Specialists, teams, graphs and async closures are agents, and
+//! every agent can be a graph node.
 
+mod adapt;
 mod team;
 
+pub use adapt::{from_fn, BoxAgent, FnAgent, MapOutput};
 pub use team::{Plan, PlanStep, StepResult, Team, TeamBuilder, TeamResults};
 
 use crate::run::RunContext;
@@ -9,8 +12,12 @@ use crate::Result;
 
 /// Something that does a job: typed input in, typed output out, reporting to the run's context.
 ///
-/// The trait is object-safe: hosts can hold `Box<dyn Agent<Input = String, Output = Plan>>`. Every agent is
-/// also a graph [`Node`](crate::graph::Node).
+/// This is the crate's one trait for a typed async step. The trait is object-safe: hosts can hold
+/// `Box<dyn Agent<Input = String, Output = Plan>>` (or a [`BoxAgent`]). Every agent can be added to a
+/// [`Graph`](crate::graph::Graph) as a node, and an async closure becomes an agent with [`from_fn`] (the graph
+/// does that by itself).
+///
+/// Implement it with [`async_trait`](crate::async_trait) (re-exported by the crate):
 ///
 /// ```
 /// use slm_agents::agent::Agent;
@@ -18,7 +25,7 @@ use crate::Result;
 ///
 /// struct Echo;
 ///
-/// #[async_trait::async_trait]
+/// #[slm_agents::async_trait]
 /// impl Agent for Echo {
 ///     type Input = String;
 ///     type Output = String;
@@ -45,4 +52,30 @@ pub trait Agent: Send + Sync {
 
     /// Does its job. Model and tool calls are reported to `ctx`.
     async fn run(&self, input: Self::Input, ctx: &RunContext) -> Result<Self::Output>;
+}
+
+/// An agent behind an `Arc` (one specialist in several graphs or teams) is an agent.
+#[async_trait::async_trait]
+impl<A: Agent + ?Sized> Agent for std::sync::Arc<A> {
+    type Input = A::Input;
+    type Output = A::Output;
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    async fn run(&self, input: A::Input, ctx: &RunContext) -> Result<A::Output> {
+        (**self).run(input, ctx).await
+    }
+}
+
+/// A boxed agent is an agent.
+#[async_trait::async_trait]
+impl<A: Agent + ?Sized> Agent for Box<A> {
+    type Input = A::Input;
+    type Output = A::Output;
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    async fn run(&self, input: A::Input, ctx: &RunContext) -> Result<A::Output> {
+        (**self).run(input, ctx).await
+    }
 }

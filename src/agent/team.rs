@@ -2,14 +2,12 @@
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::Agent;
-use crate::graph::{Graph, Handle, Node};
+use super::{Agent, BoxAgent, MapOutput};
+use crate::graph::{Graph, Handle};
 use crate::model::{LanguageModel, Message, Request};
 use crate::run::{Parsed, RunContext};
 use crate::specialist::Specialist;
@@ -54,7 +52,8 @@ pub struct StepResult {
     pub result: Value,
 }
 
-type MemberRun = Arc<dyn Fn(String, RunContext) -> BoxFuture<'static, Result<Value>> + Send + Sync>;
+/// A member as the team runs it: a task in words in, its answer as JSON out.
+type MemberRun = BoxAgent<String, Value>;
 
 struct Member {
     name: String,
@@ -148,16 +147,10 @@ impl<O: Clone + Send + Sync + 'static> TeamBuilder<O> {
         S::Output: Serialize,
     {
         let card = specialist.card().clone();
-        let specialist = Arc::new(specialist);
-        let run: MemberRun = Arc::new(move |task: String, ctx: RunContext| {
-            let specialist = Arc::clone(&specialist);
-            async move {
-                let out = specialist.run(task, &ctx).await?;
-                serde_json::to_value(out)
-                    .map_err(|e| Error::InvalidRequest { reason: format!("a result cannot be serialized: {e}") })
-            }
-            .boxed()
-        });
+        let run: MemberRun = Arc::new(MapOutput::new(specialist, |out: S::Output| {
+            serde_json::to_value(out)
+                .map_err(|e| Error::InvalidRequest { reason: format!("a result cannot be serialized: {e}") })
+        }));
         self.members.push(Member { name: card.name, description: card.description, examples: card.examples, run });
         self
     }
@@ -355,7 +348,7 @@ struct StepNode {
 }
 
 #[async_trait::async_trait]
-impl Node for StepNode {
+impl Agent for StepNode {
     type Input = Vec<Value>;
     type Output = Value;
 
@@ -363,7 +356,7 @@ impl Node for StepNode {
         "step".into()
     }
 
-    async fn invoke(&self, values: Vec<Value>, ctx: &RunContext) -> Result<Value> {
+    async fn run(&self, values: Vec<Value>, ctx: &RunContext) -> Result<Value> {
         let mut text = self.task.clone();
         if let Some(Value::String(request)) = values.first() {
             text = format!("{text}\n(The whole request: {request})");
@@ -371,7 +364,7 @@ impl Node for StepNode {
         for (n, v) in self.needs.iter().zip(values.iter().skip(1)) {
             text.push_str(&format!("\nResult of step {n}: {v}"));
         }
-        (self.run)(text, ctx.clone()).await
+        self.run.run(text, ctx).await
     }
 }
 

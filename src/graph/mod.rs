@@ -67,8 +67,9 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 pub use exec::{NodeOutcome, NodeReport, RunReport};
-pub use node::{FnNode, IntoNode, IsFn, IsNode, Node};
+pub use node::{IntoNode, IsAgent, IsFn};
 
+use crate::agent::Agent;
 use crate::run::RunContext;
 use crate::{Error, Result};
 
@@ -271,13 +272,13 @@ pub struct PendingNode<'g, I, N> {
     condition_dep: Option<(u64, usize)>,
 }
 
-impl<I, N: Node> Debug for PendingNode<'_, I, N> {
+impl<I, N: Agent> Debug for PendingNode<'_, I, N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingNode").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
-impl<I, N: Node> PendingNode<'_, I, N> {
+impl<I, N: Agent> PendingNode<'_, I, N> {
     /// Names the node (default: the node's own name, e.g. a specialist's).
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -316,6 +317,8 @@ impl<I, N: Node> PendingNode<'_, I, N> {
     pub fn after<D>(self, deps: D) -> Handle<N::Output>
     where
         D: Deps<Output = N::Input>,
+        N: 'static,
+        N::Output: Sync,
     {
         let node = Arc::new(self.node);
         let explicit = self.name.is_some();
@@ -327,7 +330,7 @@ impl<I, N: Node> PendingNode<'_, I, N> {
             async move {
                 let input = D::gather(&values)
                     .ok_or_else(|| Error::Graph { reason: format!("node `{name}` got inputs of the wrong type") })?;
-                let output = node.invoke(input, &ctx).await?;
+                let output = node.run(input, &ctx).await?;
                 Ok(Arc::new(output) as Value)
             }
             .boxed()
@@ -370,12 +373,13 @@ impl<I: Send + Sync + 'static> GraphBuilder<I> {
         Handle { graph: self.id, node: 0, _type: PhantomData }
     }
 
-    /// Starts adding a node: a [`Specialist`](crate::specialist::Specialist), a [`Graph`], any [`Node`], or an
-    /// async function or closure taking one input and returning `Result<Output, E>`.
-    pub fn add<M, N: IntoNode<M>>(&mut self, node: N) -> PendingNode<'_, I, N::Node> {
+    /// Starts adding a node: any [`Agent`] (a [`Specialist`](crate::specialist::Specialist), a
+    /// [`Team`](crate::agent::Team), a [`Graph`]), or an async function or closure taking one input and
+    /// returning `Result<Output, E>`.
+    pub fn add<M, N: IntoNode<M>>(&mut self, node: N) -> PendingNode<'_, I, N::Agent> {
         PendingNode {
             builder: self,
-            node: node.into_node(),
+            node: node.into_agent(),
             name: None,
             timeout: None,
             retry: Retry::new(1, Duration::ZERO),
@@ -542,7 +546,7 @@ struct GraphInner {
 }
 
 /// A built task graph from input `I` to output `O`. Cheap to clone; run it as often as you like, even
-/// concurrently. A graph is itself a [`Node`], so graphs nest.
+/// concurrently. A graph is itself an [`Agent`], so graphs nest.
 pub struct Graph<I, O> {
     inner: Arc<GraphInner>,
     name: String,
@@ -634,7 +638,7 @@ impl<I: Send + Sync + 'static, O: Clone + Send + Sync + 'static> Graph<I, O> {
 }
 
 #[async_trait::async_trait]
-impl<I: Send + Sync + 'static, O: Clone + Send + Sync + 'static> crate::agent::Agent for Graph<I, O> {
+impl<I: Send + Sync + 'static, O: Clone + Send + Sync + 'static> Agent for Graph<I, O> {
     type Input = I;
     type Output = O;
 

@@ -7,7 +7,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -36,18 +35,42 @@ pub struct LedgerRecord {
 }
 
 /// A [`Recorder`] that appends every event to a JSON Lines file.
+///
+/// Recording never waits for the disk: events go to a writer thread of the ledger's own, which serializes
+/// them and appends one line per event with one write each (a crash can tear at most the last line).
+/// [`flush`](Self::flush) waits until everything recorded so far is written; dropping the ledger does too.
 #[derive(Debug)]
 pub struct JsonlLedger {
     path: PathBuf,
-    file: Mutex<File>,
     seq: AtomicU64,
+    writer: Option<Writer>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    queue: std::sync::mpsc::Sender<Message>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+enum Message {
+    Record(Box<LedgerRecord>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Message::Record(_) => "Record",
+            Message::Flush(_) => "Flush",
+        })
+    }
 }
 
 impl JsonlLedger {
-    /// Opens (or creates) the file for appending.
+    /// Opens (or creates) the file for appending and starts its writer thread.
     ///
     /// # Errors
-    /// [`Error::Ledger`] if the file cannot be opened.
+    /// [`Error::Ledger`] if the file cannot be opened or the thread cannot start.
     pub fn create(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_owned();
         let file = OpenOptions::new()
@@ -55,12 +78,60 @@ impl JsonlLedger {
             .append(true)
             .open(&path)
             .map_err(|source| Error::Ledger { path: path.clone(), source })?;
-        Ok(Self { path, file: Mutex::new(file), seq: AtomicU64::new(0) })
+        let (queue, messages) = std::sync::mpsc::channel();
+        let shown = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("slm-ledger".into())
+            .spawn(move || write_lines(file, &shown, messages))
+            .map_err(|source| Error::Ledger { path: path.clone(), source })?;
+        Ok(Self { path, seq: AtomicU64::new(0), writer: Some(Writer { queue, thread }) })
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Waits until every event recorded so far is written to the file.
+    pub fn flush(&self) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self.writer.as_ref().is_some_and(|w| w.queue.send(Message::Flush(done)).is_ok()) {
+            let _ = wait.recv();
+        }
+    }
+}
+
+fn write_lines(mut file: File, path: &Path, messages: std::sync::mpsc::Receiver<Message>) {
+    for message in messages {
+        match message {
+            Message::Record(record) => {
+                let mut line = match serde_json::to_string(&record) {
+                    Ok(line) => line,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ledger record cannot be serialized");
+                        continue;
+                    }
+                };
+                line.push('\n');
+                if let Err(e) = file.write_all(line.as_bytes()) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot append to the ledger");
+                }
+            }
+            Message::Flush(done) => {
+                let _ = file.flush();
+                let _ = done.send(());
+            }
+        }
+    }
+    let _ = file.flush();
+}
+
+impl Drop for JsonlLedger {
+    fn drop(&mut self) {
+        if let Some(Writer { queue, thread }) = self.writer.take() {
+            drop(queue);
+            let _ = thread.join();
+        }
     }
 }
 
@@ -69,18 +140,10 @@ impl Recorder for JsonlLedger {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let record =
             LedgerRecord { schema: SCHEMA_VERSION, seq: self.seq.fetch_add(1, Ordering::Relaxed), at_ms, event };
-        let mut line = match serde_json::to_string(&record) {
-            Ok(line) => line,
-            Err(e) => {
-                tracing::warn!(error = %e, "ledger record cannot be serialized");
-                return;
+        if let Some(w) = self.writer.as_ref() {
+            if w.queue.send(Message::Record(Box::new(record))).is_err() {
+                tracing::warn!(path = %self.path.display(), "the ledger's writer thread has stopped");
             }
-        };
-        line.push('\n');
-        // One write per line, so that a crash can tear at most the last line.
-        let mut file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = file.write_all(line.as_bytes()) {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot append to the ledger");
         }
     }
 }

@@ -56,9 +56,11 @@ pub trait LanguageModel: Send + Sync {
     /// A short, human-readable name (for logs and reports), e.g. the GGUF file stem.
     fn name(&self) -> &str;
 
-    /// Whether calls send data off the device. A remote model must apply [`Request::privacy`] (with
-    /// [`Privacy::apply`](crate::privacy::Privacy::apply)) before anything leaves the device; within a run,
-    /// [`RunContext`](crate::run::RunContext) also refuses calls its policy forbids before the model is called.
+    /// Whether calls send data off the device. Within a run, [`RunContext`](crate::run::RunContext) applies
+    /// the run's [`Privacy`](crate::privacy::Privacy) policy before it calls a model that says it is remote
+    /// (refusing, or redacting and restoring); a remote model may apply a policy of its own as well (as
+    /// [`RemoteModel`] does, with
+    /// [`Privacy::apply`](crate::privacy::Privacy::apply)).
     fn is_remote(&self) -> bool {
         false
     }

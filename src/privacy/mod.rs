@@ -232,8 +232,7 @@ impl Redactor {
         // Placeholders already in the texts (an earlier redaction's) are never reused for another value.
         let taken: Vec<&str> =
             texts.iter().flat_map(|t| placeholder_pattern().find_iter(t.as_ref()).map(|m| m.as_str())).collect();
-        let out: Vec<String> =
-            texts.iter().map(|t| self.redact_into(t.as_ref(), &taken, &mut replacements)).collect();
+        let out: Vec<String> = texts.iter().map(|t| self.redact_into(t.as_ref(), &taken, &mut replacements)).collect();
         let text = out.join("\n");
         (out, Redaction { text, replacements })
     }

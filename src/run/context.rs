@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{CallIds, Recorder, RunEvent};
+#[cfg(doc)]
+use super::{MemoryRecorder, NodeEvent};
 use crate::privacy::Privacy;
 
 /// The context of one run, passed to every node, specialist and tool call in it. Cheap to clone.
@@ -189,4 +191,3 @@ impl RunContext {
         !self.recorders.is_empty()
     }
 }
-

@@ -8,6 +8,8 @@ use serde_json::Value;
 use crate::model::{Message, Usage};
 use crate::privacy::PiiKind;
 use crate::tool::ToolCall;
+#[cfg(doc)]
+use crate::{privacy::Privacy, run::RunContext};
 
 /// One event of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,4 +171,3 @@ pub struct NodeEvent {
     /// The routing decision that made it run, if it ran on a route.
     pub route_reason: Option<String>,
 }
-

@@ -106,9 +106,7 @@ impl<'a> ModelCall<'a> {
     ) -> Result<(Completion, T)> {
         let (record, request) = self.start(request);
         let result = match request {
-            Ok((request, redaction)) => {
-                self.model.complete(request).await.map(|c| restore(redaction.as_ref(), c))
-            }
+            Ok((request, redaction)) => self.model.complete(request).await.map(|c| restore(redaction.as_ref(), c)),
             Err(e) => Err(e),
         };
         let (outcome, tool_calls, value) = match &result {

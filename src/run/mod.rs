@@ -16,4 +16,3 @@ pub use context::RunContext;
 pub use event::{CallIds, ModelCallEvent, NodeEvent, Outcome, RedactionEvent, RunEvent, ToolCallEvent};
 pub use gate::{ModelCall, Parsed};
 pub use recorder::{MemoryRecorder, Recorder};
-

@@ -1,4 +1,4 @@
-// Only specialists, graphs, `Node`s and async functions can be nodes.
+// Only agents (specialists, teams, graphs, your own) and async functions can be nodes.
 use slm_agents::graph::Graph;
 
 fn main() {

@@ -178,4 +178,3 @@ fn check_range(setting: &'static str, value: usize, min: usize, max: usize) -> R
     }
     Ok(())
 }
-

@@ -170,20 +170,24 @@ impl Core {
         });
         let backend = backend()?;
         let started = Instant::now();
-        let mut raw = RawModel::load_from_file(backend, &settings.path, &LlamaModelParams::default()).map_err(|_| {
-            if gguf::is_known_architecture(&info.architecture) {
-                Error::ModelLoad { path: settings.path.clone(), architecture: info.architecture.clone() }
-            } else {
-                Error::UnsupportedArchitecture { path: settings.path.clone(), architecture: info.architecture.clone() }
-            }
-        })?;
+        let mut raw =
+            RawModel::load_from_file(backend, &settings.path, &LlamaModelParams::default()).map_err(|_| {
+                if gguf::is_known_architecture(&info.architecture) {
+                    Error::ModelLoad { path: settings.path.clone(), architecture: info.architecture.clone() }
+                } else {
+                    Error::UnsupportedArchitecture {
+                        path: settings.path.clone(),
+                        architecture: info.architecture.clone(),
+                    }
+                }
+            })?;
         let adapters = load_adapters(&mut raw, &settings.adapters, &info.architecture)?;
         let model = Arc::new(raw);
         let template = match &info.chat_template {
-            Some(source) => Some(chat_template(&model, source).map_err(|e| Error::Template {
-                model: name.clone(),
-                source: Box::new(e),
-            })?),
+            Some(source) => Some(
+                chat_template(&model, source)
+                    .map_err(|e| Error::Template { model: name.clone(), source: Box::new(e) })?,
+            ),
             None => None,
         };
 
@@ -405,7 +409,11 @@ fn load_adapters(raw: &mut RawModel, declared: &[(String, PathBuf)], architectur
             path: path.clone(),
             reason: format!("llama.cpp refused it ({e}); does it match this model's tensors?"),
         })?;
-        adapters.push(Adapter { name: adapter_name.clone(), path: path.clone(), adapter: Arc::new(Mutex::new(adapter)) });
+        adapters.push(Adapter {
+            name: adapter_name.clone(),
+            path: path.clone(),
+            adapter: Arc::new(Mutex::new(adapter)),
+        });
     }
     Ok(adapters)
 }
