@@ -159,7 +159,7 @@ async fn complete_obeys_the_model_and_the_run() {
     }
     assert_eq!(listener.connections(), 0);
 
-    let listener = Listener::start(&format!("Sent to [EMAIL_1]"));
+    let listener = Listener::start("Sent to [EMAIL_1]");
     let answer = listener.model(Privacy::redact()).complete(ask()).await.unwrap();
     assert_eq!(answer.text, format!("Sent to {EMAIL}"), "restored");
     listener.assert_clean();

@@ -200,16 +200,18 @@ async fn redaction_hides_personal_data_and_restores_it_in_the_answer() {
     assert!(!sent.contains("dana@example.com") && !sent.contains("123-4567"), "{sent}");
     assert!(sent.contains("[EMAIL_1]") && sent.contains("[PHONE_1]"), "{sent}");
 
-    // Through a specialist, the call is recorded with what was redacted (kinds and placeholders only) and as
-    // an escalation (the model is remote).
+    // The host's own call went through the run's gate, so it is recorded too (as caller `host`). Through a
+    // specialist, the call is recorded with what was redacted (kinds and placeholders only) and as an
+    // escalation (the model is remote).
     let concierge = ModelSpecialist::builder("concierge").model(model).output::<String>().build().unwrap();
     let reply = concierge.run("Book it; my email is dana@example.com".to_string(), &ctx).await.unwrap();
     assert_eq!(reply, "Booked; I will email dana@example.com.");
     let calls = events.model_calls();
-    assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].redactions, vec![(PiiKind::Email, "[EMAIL_1]".to_string())]);
-    assert!(calls[0].remote && calls[0].escalation.as_deref() == Some("remote model"), "{:?}", calls[0]);
-    assert!(!format!("{:?}", calls[0].redactions).contains("dana"));
+    assert_eq!(calls.iter().map(|c| c.specialist.as_str()).collect::<Vec<_>>(), ["host", "concierge"]);
+    let call = &calls[1];
+    assert_eq!(call.redactions, vec![(PiiKind::Email, "[EMAIL_1]".to_string())]);
+    assert!(call.remote && call.escalation.as_deref() == Some("remote model"), "{call:?}");
+    assert!(!format!("{:?}", call.redactions).contains("dana"));
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
