@@ -1,12 +1,31 @@
 //! A model behind an OpenAI-compatible Chat Completions endpoint (feature `remote`).
 //!
 //! The large model to escalate to, or a served small model when one machine is not enough (llama.cpp server,
-//! vLLM and hosted endpoints speak this API). Requests run on a helper thread with a blocking HTTP client, so
-//! no async runtime is needed and no executor thread ever waits on the network.
+//! vLLM and hosted endpoints speak this API). Requests run with a blocking HTTP client on a small pool of
+//! helper threads owned by the model (named `slm-remote`, started as requests come, at most
+//! [`max_concurrency`](RemoteModelBuilder::max_concurrency) of them); requests beyond that wait in the pool's
+//! queue. No async runtime is needed and no executor thread ever waits on the network: the caller's future only
+//! waits for the answer to come back.
+//!
+//! Every failure is an [`Error::Remote`] with a typed [`RemoteError`]: what kind of failure, the HTTP status,
+//! the server's error code and message, and its Retry-After.
+//!
+//! # Cancellation
+//!
+//! Dropping the future of [`complete`](LanguageModel::complete) (or [`embed`](LanguageModel::embed)), or a
+//! [`TokenStream`], cancels the request:
+//! - a request still waiting in the pool's queue is never sent;
+//! - a request waiting to be retried stops waiting (within about 20 ms) and is not sent again;
+//! - a stream stops reading and drops its connection as soon as its helper thread gets control back: at the
+//!   next bytes from the server (servers send a piece every few milliseconds) or at the model's timeout;
+//! - a non-streamed request in flight cannot be interrupted inside the blocking client: its helper thread
+//!   notices the cancellation when the server's answer starts to come (or at the timeout), and between chunks
+//!   of the body, then drops the connection without reading the rest.
 
-use std::io::{BufRead, BufReader};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::channel::{mpsc, oneshot};
 use serde_json::{json, Value};
@@ -15,6 +34,11 @@ use super::stream::StreamEvent;
 use super::{Completion, Constraint, FinishReason, LanguageModel, Prompt, Request, TokenLogprob, TokenStream, Usage};
 use crate::privacy::{Privacy, Redaction};
 use crate::{Error, RemoteError, RemoteErrorKind, Result};
+
+/// How long a retry wait sleeps before it looks again whether the caller is still there.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+/// How much of an error answer's body is read (for its message and code).
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// A model served over the OpenAI-compatible Chat Completions API.
 ///
@@ -39,10 +63,13 @@ struct Inner {
     agent: ureq::Agent,
     max_retries: u32,
     backoff: Duration,
+    max_retry_wait: Duration,
+    max_body_bytes: usize,
     privacy: Privacy,
     /// Set once the server refused `json_schema` response formats: then `{"type": "json_object", "schema": ..}`
     /// (llama-cpp-python's form) is sent instead.
-    json_object_schema: std::sync::atomic::AtomicBool,
+    json_object_schema: AtomicBool,
+    pool: Pool,
 }
 
 impl std::fmt::Debug for RemoteModel {
@@ -66,6 +93,9 @@ pub struct RemoteModelBuilder {
     timeout: Duration,
     max_retries: u32,
     backoff: Duration,
+    max_retry_wait: Duration,
+    max_body_bytes: usize,
+    max_concurrency: usize,
     privacy: Privacy,
 }
 
@@ -80,6 +110,9 @@ impl RemoteModel {
             timeout: Duration::from_secs(60),
             max_retries: 2,
             backoff: Duration::from_millis(250),
+            max_retry_wait: Duration::from_secs(30),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_concurrency: 8,
             privacy: Privacy::Allow,
         }
     }
@@ -98,17 +131,42 @@ impl RemoteModelBuilder {
         self
     }
 
-    /// The longest one request may take, connection included (default 60 s).
+    /// The longest one request may take, connection included (default 60 s). For a stream this covers the
+    /// whole stream.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// How many times a request answered with 429 or a 5xx status is tried again (default 2), waiting
-    /// `backoff`, then twice that, and so on (default 250 ms).
+    /// How many times a request answered with 429 or a 5xx status is tried again (default 2). The wait before
+    /// each try is the server's Retry-After when it sends one, or else `backoff`, then twice that, and so on
+    /// (default 250 ms), each varied by up to a quarter either way so that many clients do not come back
+    /// together.
     pub fn retries(mut self, retries: u32, backoff: Duration) -> Self {
         self.max_retries = retries;
         self.backoff = backoff;
+        self
+    }
+
+    /// The longest wait before a retry (default 30 s). A server asking (Retry-After) for a longer wait gets no
+    /// retry: the request fails at once with the server's Retry-After in the error
+    /// ([`Error::retry_after`]), kind [`RateLimited`](RemoteErrorKind::RateLimited) for a 429.
+    pub fn max_retry_wait(mut self, wait: Duration) -> Self {
+        self.max_retry_wait = wait;
+        self
+    }
+
+    /// The largest answer body read for a request that does not stream (default 16 MiB). A larger one is a
+    /// [`Malformed`](RemoteErrorKind::Malformed) error.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// How many requests of this model (and of its clones) are in flight at once (default 8): the size of its
+    /// pool of helper threads. Further requests wait in a queue, without blocking their callers.
+    pub fn max_concurrency(mut self, requests: usize) -> Self {
+        self.max_concurrency = requests;
         self
     }
 
@@ -122,10 +180,10 @@ impl RemoteModelBuilder {
         self
     }
 
-    /// Builds the model. No connection is made until the first request.
+    /// Builds the model. No connection is made and no thread is started until the first request.
     ///
     /// # Errors
-    /// [`Error::InvalidSetting`] if the base URL is not http(s).
+    /// [`Error::InvalidSetting`] if the base URL is not http(s), or `max_concurrency` is 0.
     pub fn build(self) -> Result<RemoteModel> {
         if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
             return Err(Error::InvalidSetting {
@@ -133,9 +191,19 @@ impl RemoteModelBuilder {
                 reason: format!("`{}` is not an http(s) URL", self.base_url),
             });
         }
+        if self.max_concurrency == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "max_concurrency",
+                reason: "at least one request must be allowed".into(),
+            });
+        }
         let api_key = self.api_key.or_else(|| self.api_key_env.and_then(|v| std::env::var(v).ok()));
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().timeout_global(Some(self.timeout)).http_status_as_error(false).build().into();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(self.timeout))
+            .http_status_as_error(false)
+            .max_idle_connections_per_host(self.max_concurrency)
+            .build()
+            .into();
         Ok(RemoteModel {
             inner: Arc::new(Inner {
                 name: self.model.clone(),
@@ -145,18 +213,65 @@ impl RemoteModelBuilder {
                 agent,
                 max_retries: self.max_retries,
                 backoff: self.backoff,
+                max_retry_wait: self.max_retry_wait,
+                max_body_bytes: self.max_body_bytes,
                 privacy: self.privacy,
-                json_object_schema: std::sync::atomic::AtomicBool::new(false),
+                json_object_schema: AtomicBool::new(false),
+                pool: Pool::new(self.max_concurrency),
             }),
         })
     }
 }
 
-fn remote_error(reason: impl Into<String>) -> Error {
-    Error::Remote { model: String::new(), error: RemoteError::new(RemoteErrorKind::Malformed, reason) }
+/// Whether the caller is gone (its future or stream was dropped).
+type Cancelled<'a> = &'a dyn Fn() -> bool;
+
+/// An answer with an error status, before it is turned into an error.
+struct Refusal {
+    code: Option<String>,
+    /// The server's own message, from an error object.
+    message: Option<String>,
+    /// The start of the body.
+    body: String,
+    retry_after: Option<Duration>,
+    mentions_response_format: bool,
 }
 
 impl Inner {
+    fn error(&self, error: RemoteError) -> Error {
+        Error::Remote { model: self.name.clone(), error }
+    }
+
+    fn fail(&self, kind: RemoteErrorKind, message: impl Into<String>) -> Error {
+        self.error(RemoteError::new(kind, message))
+    }
+
+    fn cancelled_error(&self) -> Error {
+        self.fail(RemoteErrorKind::Connect, "cancelled: the caller went away")
+    }
+
+    /// A transport error of the HTTP client.
+    fn transport_error(&self, url: &str, e: ureq::Error) -> Error {
+        let kind = match &e {
+            ureq::Error::Timeout(_) => RemoteErrorKind::Timeout,
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => RemoteErrorKind::Timeout,
+            ureq::Error::Io(_) | ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => RemoteErrorKind::Connect,
+            _ => RemoteErrorKind::Malformed,
+        };
+        self.fail(kind, format!("{url}: {e}"))
+    }
+
+    /// An error reading an answer's body (`cut_off`: the kind when the connection ended early).
+    fn read_error(&self, what: &str, e: std::io::Error, cut_off: RemoteErrorKind) -> Error {
+        let e = ureq::Error::from(e);
+        let kind = match &e {
+            ureq::Error::Timeout(_) => RemoteErrorKind::Timeout,
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => RemoteErrorKind::Timeout,
+            _ => cut_off,
+        };
+        self.fail(kind, format!("reading {what}: {e}"))
+    }
+
     fn body(&self, request: &Request, stream: bool) -> Result<Value> {
         let Prompt::Chat(messages) = &request.prompt else {
             return Err(Error::InvalidRequest {
@@ -179,6 +294,9 @@ impl Inner {
             "temperature": request.sampling.temperature,
             "stream": stream,
         });
+        if stream {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
         if !request.sampling.is_greedy() {
             body["top_p"] = json!(request.sampling.top_p);
             body["seed"] = json!(request.sampling.seed);
@@ -193,7 +311,7 @@ impl Inner {
         match &request.constraint {
             None => {}
             Some(Constraint::JsonSchema(schema)) => {
-                body["response_format"] = if self.json_object_schema.load(std::sync::atomic::Ordering::Relaxed) {
+                body["response_format"] = if self.json_object_schema.load(Ordering::Relaxed) {
                     json!({ "type": "json_object", "schema": schema })
                 } else {
                     json!({ "type": "json_schema", "json_schema": { "name": "output", "schema": schema, "strict": true } })
@@ -208,83 +326,144 @@ impl Inner {
         Ok(body)
     }
 
-    /// Posts with retries on 429 and 5xx; returns the successful response.
-    fn post(&self, path: &str, body: &Value) -> Result<ureq::http::Response<ureq::Body>> {
+    /// Posts with retries on 429 and 5xx (honouring Retry-After); returns the successful response.
+    fn post(&self, path: &str, body: &Value, cancelled: Cancelled<'_>) -> Result<ureq::http::Response<ureq::Body>> {
         let url = format!("{}{path}", self.base_url);
         let payload = body.to_string();
-        let mut wait = self.backoff;
+        let sends_response_format = body.get("response_format").is_some();
         let mut attempt = 0;
         loop {
+            if cancelled() {
+                return Err(self.cancelled_error());
+            }
             attempt += 1;
             let mut req = self.agent.post(&url).header("Content-Type", "application/json");
             if let Some(key) = &self.api_key {
                 req = req.header("Authorization", &format!("Bearer {key}"));
             }
-            let response = req.send(payload.as_str()).map_err(|e| match e {
-                ureq::Error::Timeout(_) => remote_error(format!("{url}: no answer in time")),
-                other => remote_error(format!("{url}: {other}")),
-            })?;
+            let response = req.send(payload.as_str()).map_err(|e| self.transport_error(&url, e))?;
             let status = response.status().as_u16();
             if status < 300 {
                 return Ok(response);
             }
-            let retryable = status == 429 || status >= 500;
-            if !retryable || attempt > self.max_retries {
-                let mut response = response;
-                let text = response.body_mut().read_to_string().unwrap_or_default();
-                return Err(remote_error(format!(
-                    "{url}: HTTP {status} after {attempt} tries: {}",
-                    text.chars().take(200).collect::<String>()
-                )));
+            let refusal = refusal(response);
+            let kind = if sends_response_format && matches!(status, 400 | 422 | 500) && refusal.mentions_response_format
+            {
+                RemoteErrorKind::ResponseFormatRefused
+            } else if status == 429 {
+                RemoteErrorKind::RateLimited
+            } else {
+                RemoteErrorKind::Status
+            };
+            let retryable = kind != RemoteErrorKind::ResponseFormatRefused && (status == 429 || status >= 500);
+            // The server's Retry-After, or exponential backoff with jitter (capped: only a server's own longer
+            // wait makes the request give up).
+            let wait = refusal.retry_after.unwrap_or_else(|| {
+                jitter(self.backoff.saturating_mul(1 << (attempt - 1).min(16))).min(self.max_retry_wait)
+            });
+            let give_up = !retryable || attempt > self.max_retries || wait > self.max_retry_wait;
+            if give_up {
+                let message = refusal
+                    .message
+                    .unwrap_or_else(|| format!("{url}: HTTP {status} after {attempt} tries: {}", refusal.body));
+                tracing::debug!(%url, status, attempt, ?refusal.retry_after, "giving up");
+                return Err(self.error(
+                    RemoteError::new(kind, message)
+                        .with_status(status)
+                        .with_code(refusal.code)
+                        .with_retry_after(refusal.retry_after),
+                ));
             }
-            tracing::debug!(%url, status, attempt, "retrying");
-            std::thread::sleep(wait);
-            wait = wait.saturating_mul(2);
+            tracing::debug!(%url, status, attempt, ?wait, "retrying");
+            if !sleep_unless(wait, cancelled) {
+                return Err(self.cancelled_error());
+            }
         }
     }
 
     /// Posts a chat request; if the server refuses the standard `json_schema` response format, switches to the
     /// `json_object` + `schema` form for this and later requests.
-    fn post_chat(&self, request: &Request, stream: bool) -> Result<ureq::http::Response<ureq::Body>> {
+    fn post_chat(
+        &self,
+        request: &Request,
+        stream: bool,
+        cancelled: Cancelled<'_>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         let body = self.body(request, stream)?;
-        match self.post("/chat/completions", &body) {
+        match self.post("/chat/completions", &body, cancelled) {
             Err(Error::Remote { error, .. })
-                if error.message.contains("response_format")
+                if error.kind == RemoteErrorKind::ResponseFormatRefused
                     && request.constraint.is_some()
-                    && !self.json_object_schema.swap(true, std::sync::atomic::Ordering::Relaxed) =>
+                    && !self.json_object_schema.swap(true, Ordering::Relaxed) =>
             {
                 tracing::debug!(%error, "server refused json_schema; using json_object with a schema");
-                self.post("/chat/completions", &self.body(request, stream)?)
+                self.post("/chat/completions", &self.body(request, stream)?, cancelled)
             }
             other => other,
         }
     }
 
-    fn complete(&self, request: &Request) -> Result<Completion> {
-        let started = Instant::now();
-        let mut response = self.post_chat(request, false)?;
-        let text =
-            response.body_mut().read_to_string().map_err(|e| remote_error(format!("reading the answer: {e}")))?;
-        let value: Value = serde_json::from_str(&text).map_err(|_| {
-            remote_error(format!("the answer is not JSON: {}", text.chars().take(120).collect::<String>()))
+    /// Reads a whole answer body, at most `max_body_bytes`, giving up when the caller goes away.
+    fn read_body(&self, response: ureq::http::Response<ureq::Body>, cancelled: Cancelled<'_>) -> Result<String> {
+        let limit = self.max_body_bytes;
+        let mut reader = response.into_body().into_reader();
+        let mut bytes = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            if cancelled() {
+                // Dropping the reader unread closes the connection.
+                return Err(self.cancelled_error());
+            }
+            let n = match reader.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.read_error("the answer", e, RemoteErrorKind::Malformed)),
+            };
+            if bytes.len() + n > limit {
+                return Err(self.fail(
+                    RemoteErrorKind::Malformed,
+                    format!("the answer is larger than the limit of {limit} bytes (max_body_bytes)"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8(bytes).map_err(|_| self.fail(RemoteErrorKind::Malformed, "the answer is not UTF-8"))
+    }
+
+    /// Parses an answer body as JSON; an OpenAI-style error object in it is a `ServerError`.
+    fn parse_answer(&self, text: &str) -> Result<Value> {
+        let value: Value = serde_json::from_str(text).map_err(|_| {
+            self.fail(
+                RemoteErrorKind::Malformed,
+                format!("the answer is not JSON: {}", text.chars().take(120).collect::<String>()),
+            )
         })?;
-        let choice =
-            value.get("choices").and_then(|c| c.get(0)).ok_or_else(|| remote_error("the answer has no choices"))?;
+        match server_error(&value) {
+            Some(error) => Err(self.error(error)),
+            None => Ok(value),
+        }
+    }
+
+    fn complete(&self, request: &Request, cancelled: Cancelled<'_>) -> Result<Completion> {
+        let started = Instant::now();
+        let response = self.post_chat(request, false, cancelled)?;
+        let text = self.read_body(response, cancelled)?;
+        let value = self.parse_answer(&text)?;
+        let choice = value
+            .get("choices")
+            .and_then(|c| c.get(0))
+            .ok_or_else(|| self.fail(RemoteErrorKind::Malformed, "the answer has no choices"))?;
         let content = choice
             .get("message")
             .and_then(|m| m.get("content"))
             .and_then(Value::as_str)
-            .ok_or_else(|| remote_error("the answer has no message content"))?
+            .ok_or_else(|| self.fail(RemoteErrorKind::Malformed, "the answer has no message content"))?
             .to_owned();
         let total = started.elapsed();
-        let usage = Usage {
-            prompt_tokens: value["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as usize,
-            cached_prompt_tokens: value["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0)
-                as usize,
-            completion_tokens: value["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize,
-            time_to_first_token: total,
-            total_time: total,
-        };
+        let mut usage = usage_of(&value["usage"]);
+        usage.time_to_first_token = total;
+        usage.total_time = total;
         let logprobs = choice["logprobs"]["content"].as_array().map(|items| {
             items
                 .iter()
@@ -312,28 +491,50 @@ impl Inner {
 
     fn stream(&self, request: &Request, tx: &mpsc::UnboundedSender<StreamEvent>) -> Result<Completion> {
         let started = Instant::now();
-        let response = self.post_chat(request, true)?;
+        let cancelled = || tx.is_closed();
+        let response = self.post_chat(request, true, &cancelled)?;
+        let is_json = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json") && !v.contains("event-stream"));
+        if is_json {
+            // An answer that is not an event stream: an error object, or a server that ignored `stream`.
+            let text = self.read_body(response, &cancelled)?;
+            self.parse_answer(&text)?;
+            return Err(self.fail(RemoteErrorKind::Malformed, "the server answered a stream request without a stream"));
+        }
+        // The reader (and with it the connection) is dropped when this function returns, also when the caller
+        // went away: that closes the socket.
         let reader = BufReader::new(response.into_body().into_reader());
         let mut text = String::new();
         let mut first = None;
         let mut finish = FinishReason::EndOfText;
-        let mut usage = Usage::default();
+        let mut usage = None;
         let mut pieces = 0;
+        let mut done = false;
         for line in reader.lines() {
-            if tx.is_closed() {
-                break;
+            if cancelled() {
+                return Err(self.cancelled_error());
             }
-            let line = line.map_err(|e| remote_error(format!("reading the stream: {e}")))?;
+            let line = line.map_err(|e| self.read_error("the stream", e, RemoteErrorKind::CutOff))?;
             let Some(data) = line.strip_prefix("data:") else { continue };
             let data = data.trim();
             if data == "[DONE]" {
+                done = true;
                 break;
             }
-            let event: Value =
-                serde_json::from_str(data).map_err(|_| remote_error(format!("a stream event is not JSON: {data}")))?;
+            let event: Value = serde_json::from_str(data).map_err(|_| {
+                self.fail(
+                    RemoteErrorKind::Malformed,
+                    format!("a stream event is not JSON: {}", data.chars().take(120).collect::<String>()),
+                )
+            })?;
+            if let Some(error) = server_error(&event) {
+                return Err(self.error(error));
+            }
             if let Some(u) = event.get("usage").filter(|u| u.is_object()) {
-                usage.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0) as usize;
-                usage.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0) as usize;
+                usage = Some(usage_of(u));
             }
             let Some(choice) = event.get("choices").and_then(|c| c.get(0)) else { continue };
             if let Some(piece) = choice["delta"]["content"].as_str() {
@@ -348,27 +549,37 @@ impl Inner {
                 finish = finish_reason(choice);
             }
         }
-        let end = Instant::now();
-        if usage.completion_tokens == 0 {
-            usage.completion_tokens = pieces;
+        if cancelled() {
+            return Err(self.cancelled_error());
         }
+        if !done {
+            return Err(self.fail(
+                RemoteErrorKind::CutOff,
+                format!("the stream ended without [DONE] after {} characters", text.chars().count()),
+            ));
+        }
+        let end = Instant::now();
+        let mut usage = usage.unwrap_or_else(|| {
+            tracing::debug!(model = %self.name, pieces, "the server sent no usage; counting the pieces");
+            Usage { completion_tokens: pieces, ..Usage::default() }
+        });
         usage.time_to_first_token = first.unwrap_or(end).duration_since(started);
         usage.total_time = end.duration_since(started);
         Ok(Completion { text, finish_reason: finish, usage, logprobs: None, redactions: Vec::new() })
     }
 
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let mut response = self.post("/embeddings", &json!({ "model": self.model, "input": texts }))?;
-        let text =
-            response.body_mut().read_to_string().map_err(|e| remote_error(format!("reading the answer: {e}")))?;
-        let value: Value =
-            serde_json::from_str(&text).map_err(|_| remote_error("the embeddings answer is not JSON"))?;
-        let data = value["data"].as_array().ok_or_else(|| remote_error("the embeddings answer has no data"))?;
+    fn embed(&self, texts: &[String], cancelled: Cancelled<'_>) -> Result<Vec<Vec<f32>>> {
+        let response = self.post("/embeddings", &json!({ "model": self.model, "input": texts }), cancelled)?;
+        let text = self.read_body(response, cancelled)?;
+        let value = self.parse_answer(&text)?;
+        let data = value["data"]
+            .as_array()
+            .ok_or_else(|| self.fail(RemoteErrorKind::Malformed, "the embeddings answer has no data"))?;
         data.iter()
             .map(|d| {
                 let v: Vec<f32> = d["embedding"]
                     .as_array()
-                    .ok_or_else(|| remote_error("an embedding is missing"))?
+                    .ok_or_else(|| self.fail(RemoteErrorKind::Malformed, "an embedding is missing"))?
                     .iter()
                     .map(|x| x.as_f64().unwrap_or(0.0) as f32)
                     .collect();
@@ -379,6 +590,59 @@ impl Inner {
     }
 }
 
+/// Reads what an error answer says: the server's message and code (OpenAI-style error body), its Retry-After.
+fn refusal(mut response: ureq::http::Response<ureq::Body>) -> Refusal {
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(ERROR_BODY_LIMIT as u64)
+        .lossy_utf8(true)
+        .read_to_string()
+        .unwrap_or_default();
+    let lower = text.to_ascii_lowercase();
+    let mentions_response_format = lower.contains("response_format") || lower.contains("json_schema");
+    let parsed = serde_json::from_str::<Value>(&text).ok().and_then(|v| server_error(&v));
+    let (code, message) = match parsed {
+        Some(e) => (e.code, Some(e.message)),
+        None => (None, None),
+    };
+    let body = text.trim().chars().take(200).collect();
+    Refusal { code, message, body, retry_after, mentions_response_format }
+}
+
+/// The error in an OpenAI-style `{"error": {"message": .., "code" or "type": ..}}` body (or `{"error": ".."}`).
+fn server_error(value: &Value) -> Option<RemoteError> {
+    let error = value.get("error").filter(|e| !e.is_null())?;
+    let (message, code) = match error {
+        Value::String(s) => (s.clone(), None),
+        Value::Object(_) => {
+            let message = error["message"].as_str().map_or_else(|| error.to_string(), str::to_owned);
+            let code = [&error["code"], &error["type"]].into_iter().find_map(|c| match c {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
+            (message, code)
+        }
+        other => (other.to_string(), None),
+    };
+    Some(RemoteError::new(RemoteErrorKind::ServerError, message).with_code(code))
+}
+
+fn usage_of(u: &Value) -> Usage {
+    Usage {
+        prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0) as usize,
+        cached_prompt_tokens: u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0) as usize,
+        completion_tokens: u["completion_tokens"].as_u64().unwrap_or(0) as usize,
+        ..Usage::default()
+    }
+}
+
 fn finish_reason(choice: &Value) -> FinishReason {
     match choice["finish_reason"].as_str() {
         Some("length") => FinishReason::MaxTokens,
@@ -386,16 +650,138 @@ fn finish_reason(choice: &Value) -> FinishReason {
     }
 }
 
-/// Runs blocking work on a helper thread and awaits its answer.
-async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    let (tx, rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("slm-remote".into())
-        .spawn(move || {
-            let _ = tx.send(work());
-        })
-        .map_err(|e| remote_error(format!("cannot start a thread: {e}")))?;
-    rx.await.map_err(|_| remote_error("the request thread stopped"))?
+/// Sleeps `wait` in short slices; false (at once) if the caller goes away meanwhile.
+fn sleep_unless(wait: Duration, cancelled: Cancelled<'_>) -> bool {
+    let until = Instant::now() + wait;
+    loop {
+        if cancelled() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep(CANCEL_POLL.min(until - now));
+    }
+}
+
+/// `wait` varied by up to a quarter either way (a cheap xorshift generator seeded from the clock).
+fn jitter(wait: Duration) -> Duration {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut x = STATE.load(Ordering::Relaxed);
+    if x == 0 {
+        x = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64) | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    STATE.store(x, Ordering::Relaxed);
+    // A factor in [0.75, 1.25).
+    let factor = 0.75 + (x >> 11) as f64 / (1u64 << 53) as f64 * 0.5;
+    wait.mul_f64(factor)
+}
+
+/// A Retry-After value: delay seconds, or an HTTP date (IMF-fixdate, `Wed, 21 Oct 2015 07:28:00 GMT`); a date
+/// in the past is no wait.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Parses an RFC 7231 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let (_weekday, rest) = s.split_once(", ")?;
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = parts.as_slice() else { return None };
+    let day: u64 = day.parse().ok()?;
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| m == month)? as u64
+        + 1;
+    let year: u64 = year.parse().ok()?;
+    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || !(1..=31).contains(&day) || year < 1970 || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm, years from 1970 on).
+    let (y, mo) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + sec))
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The model's helper threads: started as requests come, at most `max`; they take jobs from one queue and
+/// stop when the model is dropped.
+struct Pool {
+    max: usize,
+    state: Mutex<PoolState>,
+}
+
+struct PoolState {
+    jobs: std_mpsc::Sender<Job>,
+    queue: Arc<Mutex<std_mpsc::Receiver<Job>>>,
+    threads: usize,
+}
+
+impl Pool {
+    fn new(max: usize) -> Self {
+        let (jobs, queue) = std_mpsc::channel();
+        Self { max, state: Mutex::new(PoolState { jobs, queue: Arc::new(Mutex::new(queue)), threads: 0 }) }
+    }
+
+    /// Queues a job, starting another thread if the pool is not full yet. Never blocks on the network.
+    fn submit(&self, job: Job) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.threads < self.max {
+            let queue = Arc::clone(&state.queue);
+            let spawned = std::thread::Builder::new().name("slm-remote".into()).spawn(move || loop {
+                let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                let Ok(job) = job else { return };
+                // A panicking job drops its answer channel (its caller sees the worker stop); the thread stays.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            });
+            match spawned {
+                Ok(_) => state.threads += 1,
+                Err(e) if state.threads == 0 => {
+                    tracing::warn!(error = %e, "cannot start a remote request thread");
+                    return Err(Error::WorkerStopped);
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot start another remote request thread"),
+            }
+        }
+        state.jobs.send(job).map_err(|_| Error::WorkerStopped)
+    }
+}
+
+/// Runs blocking work on the model's pool and awaits its answer; `work` gets a check of whether the caller
+/// (this future) is gone.
+async fn on_pool<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    work: impl FnOnce(&Inner, Cancelled<'_>) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = oneshot::channel::<Result<T>>();
+    let worker = Arc::clone(inner);
+    inner.pool.submit(Box::new(move || {
+        if tx.is_canceled() {
+            return; // dropped while queued: never sent
+        }
+        let answer = {
+            let cancelled = || tx.is_canceled();
+            work(&worker, &cancelled)
+        };
+        let _ = tx.send(answer);
+    }))?;
+    rx.await.map_err(|_| Error::WorkerStopped)?
 }
 
 /// The request's texts under the model's own policy: refused, redacted (with what to restore the answer with)
@@ -429,8 +815,7 @@ impl LanguageModel for RemoteModel {
     async fn complete(&self, mut request: Request) -> Result<Completion> {
         request.sampling.check()?;
         let redaction = guard(&self.inner, &mut request)?;
-        let inner = Arc::clone(&self.inner);
-        let completion = off_thread(move || inner.complete(&request)).await?;
+        let completion = on_pool(&self.inner, move |inner, cancelled| inner.complete(&request, cancelled)).await?;
         Ok(restore(redaction.as_ref(), completion))
     }
 
@@ -444,7 +829,10 @@ impl LanguageModel for RemoteModel {
         };
         let (tx, rx) = mpsc::unbounded();
         let inner = Arc::clone(&self.inner);
-        let spawned = std::thread::Builder::new().name("slm-remote".into()).spawn(move || {
+        let submitted = self.inner.pool.submit(Box::new(move || {
+            if tx.is_closed() {
+                return; // dropped while queued: never sent
+            }
             // Pieces go out as they come, with placeholders (a value split over pieces cannot be restored piece
             // by piece); the finished completion has the values back.
             let event = match inner.stream(&request, &tx) {
@@ -452,10 +840,10 @@ impl LanguageModel for RemoteModel {
                 Err(e) => StreamEvent::Failed(e),
             };
             let _ = tx.unbounded_send(event);
-        });
-        match spawned {
-            Ok(_) => TokenStream::new(rx),
-            Err(e) => TokenStream::failed(remote_error(format!("cannot start a thread: {e}"))),
+        }));
+        match submitted {
+            Ok(()) => TokenStream::new(rx),
+            Err(e) => TokenStream::failed(e),
         }
     }
 
@@ -465,7 +853,52 @@ impl LanguageModel for RemoteModel {
             let mut refs: Vec<&mut String> = texts.iter_mut().collect();
             self.inner.privacy.apply(&self.inner.name, &mut refs)?;
         }
-        let inner = Arc::clone(&self.inner);
-        off_thread(move || inner.embed(&texts)).await
+        on_pool(&self.inner, move |inner, cancelled| inner.embed(&texts, cancelled)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_470); // Wed, 21 Oct 2015 07:27:50 GMT
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        assert_eq!(
+            parse_http_date("Thu, 29 Feb 2024 00:00:00 GMT"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_709_164_800))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 UTC", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        for _ in 0..1000 {
+            let j = jitter(Duration::from_millis(1000));
+            assert!(j >= Duration::from_millis(750) && j < Duration::from_millis(1250), "{j:?}");
+        }
+    }
+
+    #[test]
+    fn error_objects_give_message_and_code() {
+        let e = server_error(&json!({"error": {"message": "overloaded", "type": "server_error"}})).unwrap();
+        assert_eq!(
+            (e.kind, e.message.as_str(), e.code.as_deref()),
+            (RemoteErrorKind::ServerError, "overloaded", Some("server_error"))
+        );
+        let e = server_error(&json!({"error": {"message": "m", "code": 42, "type": "t"}})).unwrap();
+        assert_eq!(e.code.as_deref(), Some("42"));
+        assert!(server_error(&json!({"choices": []})).is_none());
+        assert!(server_error(&json!({"error": null})).is_none());
     }
 }
