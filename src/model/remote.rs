@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::channel::{mpsc, oneshot};
+use futures::channel::oneshot;
 use serde_json::{json, Value};
 
-use super::stream::StreamEvent;
+use super::stream::{self, StreamSender};
 use super::{Completion, Constraint, FinishReason, LanguageModel, Prompt, Request, TokenLogprob, TokenStream, Usage};
 use crate::privacy::{Privacy, Redaction};
 use crate::{Error, RemoteError, RemoteErrorKind, Result};
@@ -489,10 +489,9 @@ impl Inner {
         Ok(Completion { text: content, finish_reason: finish_reason(choice), usage, logprobs, redactions: Vec::new() })
     }
 
-    fn stream(&self, request: &Request, tx: &mpsc::UnboundedSender<StreamEvent>) -> Result<Completion> {
+    fn stream(&self, request: &Request, tx: &mut StreamSender) -> Result<Completion> {
         let started = Instant::now();
-        let cancelled = || tx.is_closed();
-        let response = self.post_chat(request, true, &cancelled)?;
+        let response = self.post_chat(request, true, &|| tx.is_closed())?;
         let is_json = response
             .headers()
             .get("content-type")
@@ -500,7 +499,7 @@ impl Inner {
             .is_some_and(|v| v.contains("json") && !v.contains("event-stream"));
         if is_json {
             // An answer that is not an event stream: an error object, or a server that ignored `stream`.
-            let text = self.read_body(response, &cancelled)?;
+            let text = self.read_body(response, &|| tx.is_closed())?;
             self.parse_answer(&text)?;
             return Err(self.fail(RemoteErrorKind::Malformed, "the server answered a stream request without a stream"));
         }
@@ -514,7 +513,7 @@ impl Inner {
         let mut pieces = 0;
         let mut done = false;
         for line in reader.lines() {
-            if cancelled() {
+            if tx.is_closed() {
                 return Err(self.cancelled_error());
             }
             let line = line.map_err(|e| self.read_error("the stream", e, RemoteErrorKind::CutOff))?;
@@ -542,14 +541,14 @@ impl Inner {
                     first.get_or_insert_with(Instant::now);
                     pieces += 1;
                     text.push_str(piece);
-                    let _ = tx.unbounded_send(StreamEvent::Text(piece.to_owned()));
+                    tx.text(piece);
                 }
             }
             if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
                 finish = finish_reason(choice);
             }
         }
-        if cancelled() {
+        if tx.is_closed() {
             return Err(self.cancelled_error());
         }
         if !done {
@@ -827,22 +826,19 @@ impl LanguageModel for RemoteModel {
             Ok(r) => r,
             Err(e) => return TokenStream::failed(e),
         };
-        let (tx, rx) = mpsc::unbounded();
+        let (mut tx, rx) = stream::channel();
         let inner = Arc::clone(&self.inner);
         let submitted = self.inner.pool.submit(Box::new(move || {
             if tx.is_closed() {
                 return; // dropped while queued: never sent
             }
-            // Pieces go out as they come, with placeholders (a value split over pieces cannot be restored piece
-            // by piece); the finished completion has the values back.
-            let event = match inner.stream(&request, &tx) {
-                Ok(c) => StreamEvent::Done(restore(redaction.as_ref(), c)),
-                Err(e) => StreamEvent::Failed(e),
-            };
-            let _ = tx.unbounded_send(event);
+            let result = inner.stream(&request, &mut tx);
+            tx.finish(result);
         }));
         match submitted {
-            Ok(()) => TokenStream::new(rx),
+            // Pieces go out as they come, with placeholders (a value split over pieces cannot be restored piece
+            // by piece); the finished completion has the values back.
+            Ok(()) => TokenStream::new(rx).map_completion(move |c| restore(redaction.as_ref(), c)),
             Err(e) => TokenStream::failed(e),
         }
     }

@@ -3,7 +3,6 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use super::stream::StreamEvent;
 use super::{Completion, FinishReason, LanguageModel, Request, TokenStream, Usage};
 use crate::{Error, Result};
 
@@ -67,11 +66,11 @@ impl LanguageModel for ScriptedModel {
     }
 
     fn stream(&self, request: Request) -> TokenStream {
-        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (mut tx, rx) = super::stream::channel();
         match self.next(request) {
             Ok(c) => {
-                let _ = tx.unbounded_send(StreamEvent::Text(c.text.clone()));
-                let _ = tx.unbounded_send(StreamEvent::Done(c));
+                tx.text(&c.text);
+                tx.finish(Ok(c));
                 TokenStream::new(rx)
             }
             Err(e) => TokenStream::failed(e),

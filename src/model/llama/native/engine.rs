@@ -26,7 +26,7 @@ use llguidance::Matcher;
 
 use super::sample::{sample, sample_scored, Rng};
 use super::text::{Added, TextBuffer};
-use crate::model::stream::StreamEvent;
+use crate::model::stream::StreamSender;
 use crate::model::{Completion, FinishReason, Sampling, TokenLogprob, Usage};
 use crate::{Error, Result};
 
@@ -122,7 +122,7 @@ pub(super) struct EmbedJob {
 /// Where a generation's output goes.
 pub(super) enum Sink {
     Once(oneshot::Sender<Result<Completion>>),
-    Stream(mpsc::UnboundedSender<StreamEvent>),
+    Stream(StreamSender),
 }
 
 impl Sink {
@@ -133,11 +133,9 @@ impl Sink {
         }
     }
 
-    fn text(&self, text: String) {
+    fn text(&mut self, text: String) {
         if let Sink::Stream(tx) = self {
-            if !text.is_empty() {
-                let _ = tx.unbounded_send(StreamEvent::Text(text));
-            }
+            tx.text(&text);
         }
     }
 
@@ -146,12 +144,7 @@ impl Sink {
             Sink::Once(tx) => {
                 let _ = tx.send(result);
             }
-            Sink::Stream(tx) => {
-                let _ = tx.unbounded_send(match result {
-                    Ok(c) => StreamEvent::Done(c),
-                    Err(e) => StreamEvent::Failed(e),
-                });
-            }
+            Sink::Stream(tx) => tx.finish(result),
         }
     }
 }

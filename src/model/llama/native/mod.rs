@@ -349,7 +349,7 @@ impl Core {
     }
 
     pub(super) fn stream(&self, request: Request) -> TokenStream {
-        let (tx, rx) = mpsc::unbounded();
+        let (tx, rx) = crate::model::stream::channel();
         let work = self.generate_work(request, Sink::Stream(tx));
         // Hand the request over now if the desk has room; otherwise the stream waits for room when polled.
         let work = match self.shared.desk.try_lock() {
