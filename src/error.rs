@@ -16,9 +16,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// | [`ErrorKind`] | variants | what a host does |
 /// |---|---|---|
-/// | `Load` | `ModelFile`, `InvalidGguf`, `UnsupportedArchitecture`, `ModelLoad`, `Adapter`, `NoChatTemplate` | fix the file or pick another model |
+/// | `Load` | `ModelFile`, `InvalidGguf`, `InvalidMetadata`, `UnsupportedArchitecture`, `ModelLoad`, `Adapter`, `NoChatTemplate` | fix the file or pick another model |
 /// | `Config` | `InvalidSetting`, `InvalidRequest`, `Schema`, `Graph`, `Unavailable` | fix the code |
-/// | `Generation` | `Template`, `PromptTooLong`, `Decode`, `Backend`, `WorkerStopped`, `Busy` | shorten the prompt, retry, or restart the model |
+/// | `Generation` | `Template`, `PromptTooLong`, `PromptTooLarge`, `Decode`, `Backend`, `WorkerStopped`, `Busy` | shorten the prompt, retry, or restart the model |
 /// | `InvalidOutput` | `Validation`, `Deserialize`, `Incomplete` ([`is_invalid_output`](Error::is_invalid_output)) | retry, or escalate to a larger model |
 /// | `Orchestration` | `Tool`, `MaxSteps`, `Specialist`, `Plan`, `Node`, `NodeTimeout`, `NodePanicked` | look at the cause: [`root`](Error::root) |
 /// | `Remote` | `Remote` ([`RemoteError`]) | retry after [`retry_after`](Error::retry_after), or fall back |
@@ -54,6 +54,20 @@ pub enum Error {
         /// The path that was given.
         path: PathBuf,
         /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A metadata value of the GGUF file is one llama.cpp cannot run safely (it would abort the process,
+    /// hang, or fail on the first request); refused before llama.cpp sees the file.
+    #[error("{path}: metadata `{key}` = {value}: {reason}")]
+    InvalidMetadata {
+        /// The path that was given.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+        /// The value found, as shown to people.
+        value: String,
+        /// Why it is refused.
         reason: String,
     },
 
@@ -124,6 +138,15 @@ pub enum Error {
         prompt_tokens: usize,
         /// Tokens the context (one slot) can hold, minus one for the first generated token.
         context_tokens: usize,
+    },
+
+    /// The prompt's text is far larger than the context window could hold; it was refused before tokenizing.
+    #[error("prompt of {bytes} bytes is larger than the context window can hold (at most {limit} bytes)")]
+    PromptTooLarge {
+        /// Bytes in the prompt (for a chat, as rendered so far).
+        bytes: usize,
+        /// The most bytes a prompt may have.
+        limit: usize,
     },
 
     /// A request was malformed (for example, an empty prompt or invalid sampling settings).
@@ -348,6 +371,7 @@ impl Error {
         match self {
             Self::ModelFile { .. }
             | Self::InvalidGguf { .. }
+            | Self::InvalidMetadata { .. }
             | Self::UnsupportedArchitecture { .. }
             | Self::ModelLoad { .. }
             | Self::Adapter { .. }
@@ -359,6 +383,7 @@ impl Error {
             | Self::Unavailable { .. } => ErrorKind::Config,
             Self::Template { .. }
             | Self::PromptTooLong { .. }
+            | Self::PromptTooLarge { .. }
             | Self::Decode { .. }
             | Self::Backend { .. }
             | Self::WorkerStopped

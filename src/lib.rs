@@ -34,6 +34,6 @@ pub mod prelude {
     pub use crate::run::{MemoryRecorder, RunContext};
     pub use crate::specialist::{ModelSpecialist, Specialist, SpecialistCard};
     pub use crate::structured::{Generated, OutputSchema, StructuredExt};
-    pub use crate::tool::{tool_fn, DynTool, Tool, ToolError, Toolbox};
+    pub use crate::tool::{tool_fn, tool_fn_blocking, DynTool, Tool, ToolError, Toolbox};
     pub use crate::{Error, Result};
 }

@@ -119,3 +119,34 @@ async fn cancelling_half_of_them_mid_way_frees_their_slots() {
     assert!(t.elapsed() < Duration::from_secs(2));
     eprintln!("1000 requests, 500 cancelled, in {:.1} s", started.elapsed().as_secs_f64());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_model_says_busy_at_once_instead_of_queueing() {
+    // One slot, one queued request: the third in flight finds the model full.
+    let model = LlamaModel::builder(support::smollm2_path())
+        .threads(1)
+        .slots(1)
+        .queue_size(1)
+        .context_size(256)
+        .load()
+        .unwrap();
+    let long = || Request::raw("Count from one to a hundred: one, two,").with_max_tokens(120);
+    let busy: Vec<_> = (0..2).map(|_| tokio::spawn({
+        let model = model.clone();
+        async move { model.complete(long()).await }
+    })).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while model.in_flight() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asked = Instant::now();
+    let err = model.try_complete(long()).await.unwrap_err();
+    assert!(matches!(err, slm_agents::Error::Busy { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert!(asked.elapsed() < Duration::from_millis(100), "{:?}", asked.elapsed());
+    for task in busy {
+        task.await.unwrap().unwrap();
+    }
+    // Once there is room again, the same call goes through.
+    assert!(model.try_complete(Request::raw("Hello").with_max_tokens(2)).await.is_ok());
+}

@@ -151,9 +151,13 @@ impl TokenStream {
         Self { submit: None, receiver: None, yielded: 0, error: Some(error), completion: None, on_end: None, map: None }
     }
 
-    /// Passes the finished completion through `f` before it is stored and reported.
+    /// Passes the finished completion through `f` before it is stored and reported, after any function given
+    /// before (a remote model's own restore runs first, then the run's).
     pub(crate) fn map_completion(mut self, f: impl FnOnce(Completion) -> Completion + Send + 'static) -> Self {
-        self.map = Some(Box::new(f));
+        self.map = Some(match self.map.take() {
+            Some(first) => Box::new(move |c| f(first(c))),
+            None => Box::new(f),
+        });
         self
     }
 

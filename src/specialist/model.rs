@@ -16,8 +16,11 @@ use crate::agent::Agent;
 use crate::model::{LanguageModel, Message, Request, Sampling};
 use crate::run::{Outcome, Parsed, RunContext, RunEvent, ToolCallEvent};
 use crate::structured::{inline_schema_for, OutputSchema};
-use crate::tool::{DynTool, Tool, ToolCall, ToolError, Toolbox};
+use crate::tool::{off_thread, panic_message, DynTool, Tool, ToolCall, ToolError, Toolbox};
 use crate::{Error, Result};
+
+/// The default of [`ModelSpecialistBuilder::max_tool_result_bytes`].
+pub const DEFAULT_MAX_TOOL_RESULT_BYTES: usize = 8 * 1024;
 
 /// A specialist backed by a language model, with tools and a typed answer.
 ///
@@ -66,6 +69,8 @@ pub struct ModelSpecialist<I = String, O = String> {
     max_tool_calls: Option<usize>,
     max_tool_errors: usize,
     tool_timeout: Duration,
+    isolate_tools: bool,
+    max_tool_result_bytes: usize,
     max_tokens: u32,
     _types: PhantomData<fn(I) -> O>,
 }
@@ -95,6 +100,8 @@ pub struct ModelSpecialistBuilder<I = String, O = String> {
     max_tool_calls: Option<usize>,
     max_tool_errors: usize,
     tool_timeout: Duration,
+    isolate_tools: bool,
+    max_tool_result_bytes: usize,
     max_tokens: u32,
     _types: PhantomData<fn(I) -> O>,
 }
@@ -119,6 +126,8 @@ impl ModelSpecialist {
             max_tool_calls: None,
             max_tool_errors: 2,
             tool_timeout: Duration::from_secs(30),
+            isolate_tools: false,
+            max_tool_result_bytes: DEFAULT_MAX_TOOL_RESULT_BYTES,
             max_tokens: 256,
             _types: PhantomData,
         }
@@ -221,9 +230,33 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
         self
     }
 
-    /// How long one tool call may take (default 30 s).
+    /// How long one tool call may take (default 30 s). A call that takes longer fails with
+    /// [`ToolError::Timeout`], and its result is never used, even if it arrives later.
+    ///
+    /// An async tool runs on the specialist's own task, so a tool that blocks its thread (a synchronous sleep,
+    /// blocking I/O) holds the specialist until it returns: make such tools with
+    /// [`tool_fn_blocking`](crate::tool::tool_fn_blocking), which runs each call on a helper thread, or turn
+    /// on [`isolate_tools`](Self::isolate_tools). Either way a call cut off by the timeout keeps running on its
+    /// helper thread until it returns, and its result is dropped.
     pub fn tool_timeout(mut self, timeout: Duration) -> Self {
         self.tool_timeout = timeout;
+        self
+    }
+
+    /// Runs every tool call on a helper thread of its own (default off), polled there with
+    /// `futures::executor::block_on`, so that no tool can hold the specialist past its timeout. Leave it off
+    /// for tools that need the caller's async runtime (a tokio-based HTTP client, say): they need to run on
+    /// its threads.
+    pub fn isolate_tools(mut self, on: bool) -> Self {
+        self.isolate_tools = on;
+        self
+    }
+
+    /// The largest tool result, as JSON text, that reaches the model (default 8 KiB). A larger result is cut
+    /// to this size and shown to the model as `{"tool": .., "truncated": true, "bytes": .., "limit": ..,
+    /// "beginning": ".."}`, so that one tool cannot fill the context window.
+    pub fn max_tool_result_bytes(mut self, bytes: usize) -> Self {
+        self.max_tool_result_bytes = bytes;
         self
     }
 
@@ -256,6 +289,8 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
             max_tool_calls: self.max_tool_calls,
             max_tool_errors: self.max_tool_errors,
             tool_timeout: self.tool_timeout,
+            isolate_tools: self.isolate_tools,
+            max_tool_result_bytes: self.max_tool_result_bytes,
             max_tokens: self.max_tokens,
             _types: PhantomData,
         }
@@ -327,6 +362,8 @@ where
             max_tool_calls: self.max_tool_calls,
             max_tool_errors: self.max_tool_errors,
             tool_timeout: self.tool_timeout,
+            isolate_tools: self.isolate_tools,
+            max_tool_result_bytes: self.max_tool_result_bytes,
             max_tokens: self.max_tokens,
             _types: PhantomData,
         })
@@ -415,14 +452,47 @@ where
 
     async fn call_tool(&self, tool: &str, arguments: Value) -> Result<Value, ToolError> {
         self.tools.validate(tool, &arguments)?;
-        let call = AssertUnwindSafe(self.tools.call(tool, arguments)).catch_unwind();
+        let started = Instant::now();
+        let call: futures::future::BoxFuture<'_, Result<Value, ToolError>> = if self.isolate_tools {
+            let (tools, tool) = (self.tools.clone(), tool.to_owned());
+            Box::pin(off_thread(move || futures::executor::block_on(tools.call(&tool, arguments))))
+        } else {
+            Box::pin(async move {
+                AssertUnwindSafe(self.tools.call(tool, arguments))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(ToolError::Panicked(panic_message(&*panic))))
+            })
+        };
         let timeout = futures_timer::Delay::new(self.tool_timeout);
-        futures::pin_mut!(call);
         match futures::future::select(call, timeout).await {
-            futures::future::Either::Left((Ok(result), _)) => result,
-            futures::future::Either::Left((Err(panic), _)) => Err(ToolError::Panicked(panic_message(&*panic))),
+            // A tool that blocked its thread past the timeout returns late: its result is not used.
+            futures::future::Either::Left(_) if started.elapsed() > self.tool_timeout => {
+                Err(ToolError::Timeout(self.tool_timeout))
+            }
+            futures::future::Either::Left((result, _)) => result,
             futures::future::Either::Right(((), _)) => Err(ToolError::Timeout(self.tool_timeout)),
         }
+    }
+
+    /// The result as the model sees it: as it is, or cut to the size limit with a note naming the tool.
+    fn shown_result(&self, tool: &str, output: Value) -> Value {
+        let text = output.to_string();
+        if text.len() <= self.max_tool_result_bytes {
+            return output;
+        }
+        let mut end = self.max_tool_result_bytes.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        tracing::debug!(specialist = %self.card_name(), %tool, bytes = text.len(), "tool result truncated");
+        json!({
+            "tool": tool,
+            "truncated": true,
+            "bytes": text.len(),
+            "limit": self.max_tool_result_bytes,
+            "beginning": &text[..end],
+        })
     }
 
     async fn run_loop(&self, input: I, ctx: &RunContext) -> Result<O> {
@@ -472,7 +542,7 @@ where
                     }
                     let ids = ctx.ids();
                     let started = Instant::now();
-                    let result = self.call_tool(&tool, arguments.clone()).await;
+                    let result = self.call_tool(&tool, arguments.clone()).await.map(|out| self.shown_result(&tool, out));
                     ctx.record(RunEvent::ToolCall(ToolCallEvent {
                         ids,
                         specialist: self.card_name().to_owned(),
@@ -516,16 +586,6 @@ where
             }
         }
         Err(Error::MaxSteps { specialist: self.card_name().to_owned(), steps: self.max_steps })
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_owned()
     }
 }
 

@@ -256,6 +256,102 @@ where
     }
 }
 
+/// A tool made from a blocking closure by [`tool_fn_blocking`].
+pub struct BlockingFnTool<A, O, E, F> {
+    name: String,
+    description: String,
+    f: std::sync::Arc<F>,
+    _types: PhantomData<fn(A) -> Result<O, E>>,
+}
+
+impl<A, O, E, F> std::fmt::Debug for BlockingFnTool<A, O, E, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingFnTool").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Turns a typed *blocking* closure into a tool: file or database access, a synchronous HTTP client, a
+/// computation. Each call runs on a helper thread of its own, so a call that blocks never holds up the
+/// specialist or the executor, and the specialist's tool timeout cuts it off on time. A call cut off keeps
+/// running on its thread until the closure returns; its result is then dropped.
+///
+/// ```
+/// use slm_agents::tool::{tool_fn_blocking, DynTool};
+///
+/// let read = tool_fn_blocking("read_note", "Reads a note by name", |name: String| {
+///     std::fs::read_to_string(std::env::temp_dir().join(name))
+/// });
+/// assert_eq!(read.name(), "read_note");
+/// ```
+pub fn tool_fn_blocking<A, O, E, F>(
+    name: impl Into<String>,
+    description: impl Into<String>,
+    f: F,
+) -> BlockingFnTool<A, O, E, F>
+where
+    A: DeserializeOwned + JsonSchema + Send + 'static,
+    O: Serialize + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+    F: Fn(A) -> Result<O, E> + Send + Sync + 'static,
+{
+    BlockingFnTool { name: name.into(), description: description.into(), f: std::sync::Arc::new(f), _types: PhantomData }
+}
+
+#[async_trait::async_trait]
+impl<A, O, E, F> DynTool for BlockingFnTool<A, O, E, F>
+where
+    A: DeserializeOwned + JsonSchema + Send + 'static,
+    O: Serialize + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+    F: Fn(A) -> Result<O, E> + Send + Sync + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+    fn parameters(&self) -> Value {
+        crate::structured::inline_schema_for::<A>()
+    }
+    async fn call_json(&self, arguments: Value) -> Result<Value, ToolError> {
+        let args: A = serde_json::from_value(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        let f = std::sync::Arc::clone(&self.f);
+        off_thread(move || {
+            let output = f(args).map_err(|e| ToolError::Failed(Box::new(e)))?;
+            serde_json::to_value(output).map_err(ToolError::Output)
+        })
+        .await
+    }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
+
+/// Runs `work` on a helper thread of its own (panics caught) and awaits its result without blocking.
+pub(crate) async fn off_thread(
+    work: impl FnOnce() -> Result<Value, ToolError> + Send + 'static,
+) -> Result<Value, ToolError> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("slm-tool".into())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .unwrap_or_else(|panic| Err(ToolError::Panicked(panic_message(&*panic))));
+            let _ = tx.send(result);
+        })
+        .map_err(|e| ToolError::Failed(Box::new(e)))?;
+    rx.await.unwrap_or_else(|_| Err(ToolError::Panicked("the tool's thread stopped".into())))
+}
+
 /// One call of a tool, as the model wrote it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCall {

@@ -88,7 +88,8 @@ impl LlamaModelBuilder {
         self
     }
 
-    /// Sets how many requests may wait for a free slot before callers wait to submit (default 64).
+    /// Sets how many requests may wait for a free slot before callers wait to submit (default 64), or, with
+    /// [`LlamaModel::try_complete`], are told the model is busy.
     pub fn queue_size(mut self, requests: usize) -> Self {
         self.queue = requests;
         self

@@ -61,6 +61,9 @@ impl Core {
     pub(super) fn with_adapter(&self, _adapter: &str, _scale: f32) -> Result<Core> {
         match *self {}
     }
+    pub(super) async fn try_complete(&self, _request: Request) -> Result<Completion> {
+        match *self {}
+    }
     pub(super) async fn complete(&self, _request: Request) -> Result<Completion> {
         match *self {}
     }

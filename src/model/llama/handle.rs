@@ -136,6 +136,30 @@ impl LlamaModel {
         self.core.render_chat(messages)
     }
 
+    /// As [`complete`](LanguageModel::complete), but fails at once with [`Error::Busy`](crate::Error::Busy)
+    /// instead of waiting when the model is full: as many requests in flight as its lanes decode at once plus
+    /// its queue ([`LlamaModelBuilder::queue_size`]). For servers that embed the crate: answer "busy" (HTTP
+    /// 503 with Retry-After) rather than let callers pile up.
+    ///
+    /// ```no_run
+    /// # async fn demo(model: &slm_agents::model::LlamaModel) -> slm_agents::Result<()> {
+    /// use slm_agents::model::{Message, Request};
+    /// use slm_agents::Error;
+    ///
+    /// match model.try_complete(Request::chat([Message::user("Hi")])).await {
+    ///     Ok(answer) => println!("{}", answer.text),
+    ///     Err(Error::Busy { .. }) => println!("busy: try again shortly"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Busy`](crate::Error::Busy), or any error of [`complete`](LanguageModel::complete).
+    pub async fn try_complete(&self, request: Request) -> Result<Completion> {
+        self.core.try_complete(request).await
+    }
+
     /// Counts the tokens of a text as the model would see it in a raw prompt.
     pub fn count_tokens(&self, text: &str) -> usize {
         self.core.count_tokens(text)

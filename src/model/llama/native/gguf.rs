@@ -41,11 +41,61 @@ struct Reader {
     path: PathBuf,
 }
 
+/// A metadata value, as far as the checks need it.
+#[derive(Debug, Clone)]
 enum Value {
     Str(String),
     U32(u32),
+    /// Any other integer (u8 to i64), or a bool as 0/1.
+    Int(i128),
+    Float(f64),
+    /// A numeric array short enough to be per-layer (others are skipped).
+    Ints(Vec<i128>),
+    /// The vocabulary (`tokenizer.ggml.tokens`); other string arrays are skipped.
+    Strs(Vec<String>),
     Other,
 }
+
+impl Value {
+    fn as_int(&self) -> Option<i128> {
+        match self {
+            Value::U32(v) => Some(i128::from(*v)),
+            Value::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    fn as_float(&self) -> Option<f64> {
+        match self {
+            Value::Float(v) => Some(*v),
+            other => other.as_int().map(|v| v as f64),
+        }
+    }
+
+    /// A scalar, or every element of a per-layer array.
+    fn ints(&self) -> Option<Vec<i128>> {
+        match self {
+            Value::Ints(v) => Some(v.clone()),
+            other => other.as_int().map(|v| vec![v]),
+        }
+    }
+
+    fn shown(&self) -> String {
+        match self {
+            Value::Str(s) => format!("{s:?}"),
+            Value::U32(v) => v.to_string(),
+            Value::Int(v) => v.to_string(),
+            Value::Float(v) => v.to_string(),
+            Value::Ints(v) if v.len() <= 8 => format!("{v:?}"),
+            Value::Ints(v) => format!("an array of {}", v.len()),
+            Value::Strs(v) => format!("{} strings", v.len()),
+            Value::Other => "a value".into(),
+        }
+    }
+}
+
+/// Per-layer arrays longer than this are not kept (no model has more layers than llama.cpp's 512).
+const MAX_KEPT_ARRAY: u64 = 4096;
 
 impl Reader {
     fn invalid(&self, reason: impl Into<String>) -> Error {
@@ -115,9 +165,26 @@ impl Reader {
         }
     }
 
+    /// A scalar of a fixed-size type, read.
+    fn scalar(&mut self, ty: u32, key: &str) -> Result<Value> {
+        Ok(match ty {
+            0 => Value::Int(i128::from(self.bytes::<1>(key)?[0])),
+            1 => Value::Int(i128::from(self.bytes::<1>(key)?[0] as i8)),
+            2 => Value::Int(i128::from(u16::from_le_bytes(self.bytes::<2>(key)?))),
+            3 => Value::Int(i128::from(i16::from_le_bytes(self.bytes::<2>(key)?))),
+            4 => Value::U32(self.u32(key)?),
+            5 => Value::Int(i128::from(i32::from_le_bytes(self.bytes::<4>(key)?))),
+            6 => Value::Float(f64::from(f32::from_le_bytes(self.bytes::<4>(key)?))),
+            7 => Value::Int(i128::from(self.bytes::<1>(key)?[0] != 0)),
+            10 => Value::Int(i128::from(self.u64(key)?)),
+            11 => Value::Int(i128::from(i64::from_le_bytes(self.bytes::<8>(key)?))),
+            12 => Value::Float(f64::from_le_bytes(self.bytes::<8>(key)?)),
+            _ => return Err(self.invalid(format!("metadata `{key}`: unknown value type {ty}"))),
+        })
+    }
+
     fn value(&mut self, ty: u32, key: &str, depth: u32) -> Result<Value> {
         match ty {
-            4 => Ok(Value::U32(self.u32(key)?)),
             8 => Ok(Value::Str(self.string(key)?)),
             9 => {
                 if depth > 2 {
@@ -125,6 +192,26 @@ impl Reader {
                 }
                 let elem = self.u32(key)?;
                 let count = self.u64(key)?;
+                if depth == 0 && count <= MAX_KEPT_ARRAY && Self::scalar_size(elem).is_some() && elem != 6 && elem != 12 {
+                    self.need(count.saturating_mul(Self::scalar_size(elem).unwrap_or(1)), key)?;
+                    let mut items = Vec::with_capacity(count as usize);
+                    for _ in 0..count {
+                        match self.scalar(elem, key)? {
+                            Value::U32(v) => items.push(i128::from(v)),
+                            Value::Int(v) => items.push(v),
+                            _ => {}
+                        }
+                    }
+                    return Ok(Value::Ints(items));
+                }
+                if depth == 0 && elem == 8 && key == "tokenizer.ggml.tokens" {
+                    self.need(count.saturating_mul(8), key)?;
+                    let mut items = Vec::with_capacity(count.min(1 << 20) as usize);
+                    for _ in 0..count {
+                        items.push(self.string(key)?);
+                    }
+                    return Ok(Value::Strs(items));
+                }
                 if let Some(sz) = Self::scalar_size(elem) {
                     let total = count
                         .checked_mul(sz)
@@ -146,13 +233,7 @@ impl Reader {
                 }
                 Ok(Value::Other)
             }
-            _ => match Self::scalar_size(ty) {
-                Some(sz) => {
-                    self.skip(sz, key)?;
-                    Ok(Value::Other)
-                }
-                None => Err(self.invalid(format!("metadata `{key}`: unknown value type {ty}"))),
-            },
+            _ => self.scalar(ty, key),
         }
     }
 
@@ -188,10 +269,17 @@ impl Reader {
         let mut sliding_window = None;
         let mut general_type = None;
         let mut alignment = DEFAULT_ALIGNMENT;
+        let mut meta = std::collections::HashMap::new();
         for _ in 0..n_kv {
             let key = self.string("metadata key")?;
             let ty = self.u32(&key)?;
             let value = self.value(ty, &key, 0)?;
+            if meta.contains_key(&key) {
+                return Err(self.invalid(format!("metadata key `{key}` appears twice")));
+            }
+            if !matches!(value, Value::Other) {
+                meta.insert(key.clone(), value.clone());
+            }
             match (key.as_str(), value) {
                 ("general.architecture", Value::Str(s)) => architecture = Some(s),
                 ("tokenizer.chat_template", Value::Str(s)) => chat_template = Some(s),
@@ -207,6 +295,14 @@ impl Reader {
             }
         }
         let architecture = architecture.ok_or_else(|| self.invalid("metadata has no `general.architecture`"))?;
+        if general_type.as_deref() != Some("adapter") {
+            check_metadata(&meta, &architecture).map_err(|(key, value, reason)| Error::InvalidMetadata {
+                path: self.path.clone(),
+                key,
+                value,
+                reason,
+            })?;
+        }
 
         let mut data_end = 0u64;
         for i in 0..n_tensors {
@@ -255,6 +351,187 @@ impl Reader {
         }
         Ok(GgufInfo { architecture, chat_template, sliding_window, general_type })
     }
+}
+
+/// A metadata value llama.cpp would abort, hang or misbehave on: (key, value as shown, why).
+type Refusal = (String, String, String);
+
+/// The values llama.cpp asserts on (or loops forever on) for every architecture, checked before it sees them.
+/// The rules follow the vendored llama.cpp (llama-model.cpp, llama-vocab.cpp, ggml-cpu's ops); each says what
+/// would happen otherwise.
+fn check_metadata(meta: &std::collections::HashMap<String, Value>, arch: &str) -> std::result::Result<(), Refusal> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let get = |k: &str| meta.get(&key(k));
+    let refuse = |k: String, v: &Value, why: &str| Err((k, v.shown(), why.to_owned()));
+
+    // Layers: llama.cpp's LLAMA_MAX_LAYERS is 512; 0 layers aborts too.
+    let layers = match get("block_count") {
+        Some(v) => match v.as_int() {
+            Some(n) if (1..=512).contains(&n) => n,
+            _ => return refuse(key("block_count"), v, "the number of layers must be 1 to 512"),
+        },
+        None => 0,
+    };
+    if let Some(v) = get("nextn_predict_layers") {
+        if v.as_int().is_none_or(|n| n < 0 || n > layers) {
+            return refuse(key("nextn_predict_layers"), v, "must not be more than block_count");
+        }
+    }
+
+    // Experts (LLAMA_MAX_EXPERTS = 1024): counts must agree, or loading aborts.
+    let experts = get("expert_count").map(|v| (v, v.as_int()));
+    let used = get("expert_used_count").map(|v| (v, v.ints()));
+    match (experts, used) {
+        (Some((v, n)), _) if n.is_none_or(|n| !(0..=1024).contains(&n)) => {
+            return refuse(key("expert_count"), v, "must be 0 to 1024")
+        }
+        (Some((_, Some(n))), Some((v, Some(u)))) => {
+            if u.iter().any(|&u| u < 0 || u > n) || (n > 0 && u.iter().any(|&u| u == 0)) {
+                return refuse(key("expert_used_count"), v, "must be 1 to expert_count (0 without experts)");
+            }
+        }
+        (Some((_, Some(n))), None) if n > 0 => {
+            return Err((key("expert_used_count"), "missing".into(), "a model with experts must say how many it uses".into()))
+        }
+        (None, Some((v, Some(u)))) if u.iter().any(|&u| u != 0) => {
+            return refuse(key("expert_used_count"), v, "set without expert_count")
+        }
+        (_, Some((v, None))) => return refuse(key("expert_used_count"), v, "must be an integer"),
+        _ => {}
+    }
+    let n_experts = get("expert_count").and_then(Value::as_int).unwrap_or(0);
+    if let Some(v) = get("expert_group_count") {
+        let g = v.as_int().unwrap_or(-1);
+        let bad = if n_experts == 0 { g != 0 } else { g < 0 || g >= n_experts || (g > 1 && n_experts % g != 0) };
+        if bad {
+            return refuse(key("expert_group_count"), v, "must divide expert_count and be smaller than it (0 without experts)");
+        }
+        if let Some(u) = get("expert_group_used_count") {
+            let gu = u.as_int().unwrap_or(-1);
+            if g > 1 && !(1..g).contains(&gu) {
+                return refuse(key("expert_group_used_count"), u, "must be 1 to expert_group_count - 1");
+            }
+        }
+    }
+
+    if let Some(v) = get("rope.scaling.type") {
+        if !matches!(v, Value::Str(s) if ["none", "linear", "yarn", "longrope"].contains(&s.as_str())) {
+            return refuse(key("rope.scaling.type"), v, "must be none, linear, yarn or longrope");
+        }
+    }
+    for k in ["attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon"] {
+        if let Some(v) = get(k) {
+            if v.as_float().is_none_or(|e| !e.is_finite() || e < 0.0) {
+                return refuse(key(k), v, "a normalisation epsilon must be a finite number, 0 or more");
+            }
+        }
+    }
+
+    // Heads: a zero or missing head count divides by zero; per-layer arrays must match the layers.
+    for k in ["attention.head_count", "attention.head_count_kv", "feed_forward_length"] {
+        if let Some(v) = get(k) {
+            let Some(values) = v.ints() else { return refuse(key(k), v, "must be an integer or one per layer") };
+            if values.len() > 1 && values.len() as i128 != layers {
+                return refuse(key(k), v, "a per-layer array must have one value per layer");
+            }
+            if values.len() > 1 && values.iter().any(|&x| x != values[0]) && k != "feed_forward_length" {
+                return refuse(key(k), v, "per-layer head counts that differ are not supported");
+            }
+            if values.iter().any(|&x| x < 0 || x > 1 << 20) {
+                return refuse(key(k), v, "out of range");
+            }
+        }
+    }
+    let heads = get("attention.head_count").and_then(Value::ints).and_then(|v| v.first().copied());
+    if layers > 0 && heads.is_none_or(|h| h <= 0) {
+        let v = get("attention.head_count").cloned().unwrap_or(Value::Other);
+        return refuse(key("attention.head_count"), &v, "a model needs at least one attention head");
+    }
+    let kv_heads = get("attention.head_count_kv").and_then(Value::ints).and_then(|v| v.first().copied());
+    if let (Some(h), Some(kv)) = (heads, kv_heads) {
+        if kv <= 0 || h % kv != 0 {
+            let v = get("attention.head_count_kv").cloned().unwrap_or(Value::Other);
+            return refuse(key("attention.head_count_kv"), &v, "must divide the number of attention heads");
+        }
+    }
+    let head_dim = get("attention.key_length")
+        .and_then(Value::as_int)
+        .or_else(|| Some(get("embedding_length")?.as_int()? / heads.filter(|&h| h > 0)?));
+    for k in ["rope.dimension_count", "rope.dimension_count_swa"] {
+        if let Some(v) = get(k) {
+            let n = v.as_int().unwrap_or(-1);
+            if n < 0 || n % 2 != 0 || head_dim.is_some_and(|d| n > d) {
+                return refuse(key(k), v, "must be even and at most the head size");
+            }
+        }
+    }
+
+    check_vocabulary(meta)
+}
+
+/// The tokenizer: a model llama.cpp can run, and a vocabulary it can index.
+fn check_vocabulary(meta: &std::collections::HashMap<String, Value>) -> std::result::Result<(), Refusal> {
+    let model = match meta.get("tokenizer.ggml.model") {
+        Some(Value::Str(m)) => m.as_str(),
+        Some(other) => return Err(("tokenizer.ggml.model".into(), other.shown(), "must be a string".into())),
+        None => return Ok(()),
+    };
+    // "none"/"no_vocab" abort on the first tokenization; "rwkv" loops forever on a vocabulary not made for it;
+    // the others are not text-generation tokenizers this crate runs.
+    if !["llama", "gpt2", "bert", "t5"].contains(&model) {
+        return Err((
+            "tokenizer.ggml.model".into(),
+            format!("{model:?}"),
+            "the tokenizer must be llama, gpt2, bert or t5 for a model that generates text".into(),
+        ));
+    }
+    let Some(Value::Strs(tokens)) = meta.get("tokenizer.ggml.tokens") else {
+        return Err(("tokenizer.ggml.tokens".into(), "missing".into(), "a model needs its vocabulary".into()));
+    };
+    // llama.cpp replaces empty tokens by `[EMPTY_i]`, then asserts that every token string is unique.
+    let mut seen = std::collections::HashSet::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        let t = if t.is_empty() { std::borrow::Cow::Owned(format!("[EMPTY_{i}]")) } else { std::borrow::Cow::Borrowed(t.as_str()) };
+        if !seen.insert(t.clone()) {
+            return Err((
+                "tokenizer.ggml.tokens".into(),
+                format!("token {i} {t:?}"),
+                "every token string must be unique (this one appears twice)".into(),
+            ));
+        }
+    }
+    // A SentencePiece ("llama") vocabulary falls back to byte tokens; without them tokenizing throws.
+    if model == "llama" && (0..=255u32).any(|b| !seen.contains(format!("<0x{b:02X}>").as_str())) {
+        return Err((
+            "tokenizer.ggml.model".into(),
+            "\"llama\"".into(),
+            "a SentencePiece tokenizer needs the 256 byte tokens <0x00>..<0xFF>; this vocabulary lacks them (is it BPE, \"gpt2\"?)".into(),
+        ));
+    }
+    // A special token the tokenizer adds must exist.
+    let n = tokens.len() as i128;
+    let (bos_default, eos_default) = match model {
+        "llama" => (Some(1), Some(2)),
+        "gpt2" => (Some(11), Some(11)),
+        "bert" => (Some(101), Some(102)),
+        _ => (None, None),
+    };
+    let flag = |k: &str, default: bool| meta.get(k).and_then(Value::as_int).map_or(default, |v| v != 0);
+    for (flag_key, id_key, default_on, default_id) in [
+        ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id", model == "bert" || model == "llama", bos_default),
+        ("tokenizer.ggml.add_eos_token", "tokenizer.ggml.eos_token_id", false, eos_default),
+        ("tokenizer.ggml.add_sep_token", "tokenizer.ggml.seperator_token_id", model == "bert", Some(102)),
+    ] {
+        if !flag(flag_key, default_on) {
+            continue;
+        }
+        let id = meta.get(id_key).and_then(Value::as_int).filter(|&i| (0..n).contains(&i)).or(default_id.filter(|&i| i < n));
+        if id.is_none() {
+            let shown = meta.get(id_key).map_or_else(|| "missing".into(), Value::shown);
+            return Err((id_key.into(), shown, format!("{flag_key} is set, so this token must be in the vocabulary")));
+        }
+    }
+    Ok(())
 }
 
 /// (elements per block, bytes per block) of a ggml tensor type; `None` for types this check does not know.

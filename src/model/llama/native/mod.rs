@@ -98,10 +98,26 @@ struct Prep {
     waiting: AtomicUsize,
 }
 
-/// Work for the desk thread.
+/// Work for the desk thread, counted in [`Prep::waiting`] until it is handed to a lane or dropped.
 enum Work {
-    Generate { request: Box<Request>, lanes: Arc<[Arc<Lane>]>, sink: Sink, submitted: Instant },
-    Embed { texts: Vec<String>, lanes: Arc<[Arc<Lane>]>, reply: oneshot::Sender<Result<Vec<Vec<f32>>>> },
+    Generate { request: Box<Request>, lanes: Arc<[Arc<Lane>]>, sink: Sink, submitted: Instant, _at_desk: AtDesk },
+    Embed { texts: Vec<String>, lanes: Arc<[Arc<Lane>]>, reply: oneshot::Sender<Result<Vec<Vec<f32>>>>, _at_desk: AtDesk },
+}
+
+/// One request's place in the desk's count.
+struct AtDesk(Arc<Prep>);
+
+impl AtDesk {
+    fn new(prep: &Arc<Prep>) -> Self {
+        prep.waiting.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(prep))
+    }
+}
+
+impl Drop for AtDesk {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Shared {
@@ -342,6 +358,28 @@ impl Core {
         })
     }
 
+    /// How many requests may be in flight before `try_complete` refuses: what the lanes run at once plus
+    /// the queue.
+    fn capacity(&self) -> usize {
+        let lanes = self.lanes.len();
+        let config = &self.shared.lane_maker.config;
+        lanes * config.active as usize + self.shared.lane_maker.queue
+    }
+
+    pub(super) async fn try_complete(&self, request: Request) -> Result<Completion> {
+        if self.in_flight() >= self.capacity() {
+            return Err(Error::Busy { model: self.name().to_owned() });
+        }
+        let (tx, rx) = oneshot::channel();
+        let work = self.generate_work(request, Sink::Once(tx));
+        match self.shared.desk.try_lock().map(|mut desk| desk.try_send(work)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) if e.is_disconnected() => return Err(Error::WorkerStopped),
+            _ => return Err(Error::Busy { model: self.name().to_owned() }),
+        }
+        rx.await.map_err(|_| Error::WorkerStopped)?
+    }
+
     pub(super) async fn complete(&self, request: Request) -> Result<Completion> {
         let (tx, rx) = oneshot::channel();
         self.send(self.generate_work(request, Sink::Once(tx))).await?;
@@ -366,12 +404,20 @@ impl Core {
 
     pub(super) async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let (reply, rx) = oneshot::channel();
-        self.send(Work::Embed { texts: texts.to_vec(), lanes: Arc::clone(&self.lanes), reply }).await?;
+        let at_desk = AtDesk::new(&self.shared.prep);
+        self.send(Work::Embed { texts: texts.to_vec(), lanes: Arc::clone(&self.lanes), reply, _at_desk: at_desk })
+            .await?;
         rx.await.map_err(|_| Error::WorkerStopped)?
     }
 
     fn generate_work(&self, request: Request, sink: Sink) -> Work {
-        Work::Generate { request: Box::new(request), lanes: Arc::clone(&self.lanes), sink, submitted: Instant::now() }
+        Work::Generate {
+            request: Box::new(request),
+            lanes: Arc::clone(&self.lanes),
+            sink,
+            submitted: Instant::now(),
+            _at_desk: AtDesk::new(&self.shared.prep),
+        }
     }
 
     async fn send(&self, work: Work) -> Result<()> {
@@ -380,13 +426,8 @@ impl Core {
 }
 
 async fn send(shared: &Shared, work: Work) -> Result<()> {
-    shared.prep.waiting.fetch_add(1, Ordering::Relaxed);
     let mut desk = shared.desk.lock().await;
-    let sent = desk.send(work).await.map_err(|_| Error::WorkerStopped);
-    if sent.is_err() {
-        shared.prep.waiting.fetch_sub(1, Ordering::Relaxed);
-    }
-    sent
+    desk.send(work).await.map_err(|_| Error::WorkerStopped)
 }
 
 fn load_adapters(raw: &mut RawModel, declared: &[(String, PathBuf)], architecture: &str) -> Result<Vec<Adapter>> {
@@ -430,6 +471,9 @@ fn chat_template(model: &RawModel, source: &str) -> std::result::Result<ChatTemp
     ChatTemplate::new(source.to_owned(), piece(vocab.bos()), piece(vocab.eos()))
 }
 
+/// Bytes per token of context allowed in a prompt before it is refused untokenized.
+const MAX_BYTES_PER_TOKEN: usize = 64;
+
 /// Starts the desk thread; it ends when the last sender (the last handle) is gone and its work is done.
 fn spawn_desk(prep: Arc<Prep>, queue: usize, thread: String) -> Result<mpsc::Sender<Work>> {
     let (tx, mut rx) = mpsc::channel::<Work>(queue);
@@ -438,7 +482,6 @@ fn spawn_desk(prep: Arc<Prep>, queue: usize, thread: String) -> Result<mpsc::Sen
         .spawn(move || {
             while let Some(work) = futures::executor::block_on(rx.next()) {
                 prep.handle(work);
-                prep.waiting.fetch_sub(1, Ordering::Relaxed);
             }
         })
         .map_err(|e| Error::Backend { what: format!("cannot start the model's desk thread: {e}") })?;
@@ -449,7 +492,7 @@ impl Prep {
     /// Prepares one piece of work and hands it to a lane (waiting for room in the lane's queue).
     fn handle(&self, work: Work) {
         match work {
-            Work::Generate { request, lanes, sink, submitted } => {
+            Work::Generate { request, lanes, sink, submitted, _at_desk } => {
                 if sink.is_closed() {
                     return; // The caller has gone.
                 }
@@ -464,12 +507,16 @@ impl Prep {
                     Err(e) => sink.finish(Err(e)),
                 }
             }
-            Work::Embed { texts, lanes, reply } => {
+            Work::Embed { texts, lanes, reply, _at_desk } => {
                 if reply.is_canceled() {
                     return;
                 }
                 let mut tokenized = Vec::with_capacity(texts.len());
                 for text in &texts {
+                    if text.len() > self.max_prompt_bytes() {
+                        let _ = reply.send(Err(Error::PromptTooLarge { bytes: text.len(), limit: self.max_prompt_bytes() }));
+                        return;
+                    }
                     let tokens = self.tokenize(text, self.model.vocab().should_add_bos());
                     let checked = if tokens.is_empty() {
                         Err(Error::InvalidRequest { reason: "cannot embed an empty text".into() })
@@ -492,9 +539,20 @@ impl Prep {
         }
     }
 
+    /// The most bytes a prompt may have: far more than any prompt that fits the context (a token is a few
+    /// bytes), and small enough that tokenizing it is quick.
+    fn max_prompt_bytes(&self) -> usize {
+        self.slot_context.saturating_mul(MAX_BYTES_PER_TOKEN).max(64 * 1024)
+    }
+
     fn render_chat(&self, messages: &[Message]) -> Result<String> {
         let template = self.template.as_ref().ok_or_else(|| Error::NoChatTemplate { model: self.name.clone() })?;
-        match template.render(messages, true) {
+        let limit = self.max_prompt_bytes();
+        let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+        if bytes > limit {
+            return Err(Error::PromptTooLarge { bytes, limit });
+        }
+        match template.render(messages, true, limit) {
             Ok(text) => Ok(text),
             // Many templates know no `tool` role and raise; show tool results as user messages instead.
             Err(_) if messages.iter().any(|m| m.role == Role::Tool) => {
@@ -505,7 +563,7 @@ impl Prep {
                         _ => m.clone(),
                     })
                     .collect();
-                template.render(&plain, true)
+                template.render(&plain, true, limit)
             }
             Err(e) => Err(e),
         }
@@ -530,7 +588,12 @@ impl Prep {
                 }
                 self.render_chat(messages)?
             }
-            Prompt::Raw(text) => text.clone(),
+            Prompt::Raw(text) => {
+                if text.len() > self.max_prompt_bytes() {
+                    return Err(Error::PromptTooLarge { bytes: text.len(), limit: self.max_prompt_bytes() });
+                }
+                text.clone()
+            }
         };
         let add_bos = self.model.vocab().should_add_bos();
         let tokens = self.tokenize(&text, add_bos);
