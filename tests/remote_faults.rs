@@ -21,6 +21,11 @@ enum Reply {
     Sse { events: Vec<String>, interval: Duration, done: bool },
     /// An endless event stream, one event every `interval`, until the client closes the connection.
     SseUntilClosed { interval: Duration },
+    /// Nothing at all (not even headers) for 5 s, or until the client closes the connection.
+    Silent,
+    /// A 200 with this body on a kept-alive connection; then the next request on the same connection, answered
+    /// as `Silent`.
+    KeepAliveThenSilent(String),
 }
 
 fn http(status: u16, body: impl Into<String>) -> Reply {
@@ -37,7 +42,7 @@ struct Seen {
 }
 
 /// A one-thread HTTP server answering each connection with the next scripted reply; it keeps the requests it
-/// saw and when a client closed an endless stream. When the script is done it stops listening.
+/// saw and when a client closed an endless stream or a silent connection. When the script is done it stops listening.
 struct FaultServer {
     url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -141,6 +146,23 @@ fn fault_server(replies: Vec<Reply>) -> FaultServer {
                             break;
                         }
                         std::thread::sleep(interval);
+                    }
+                }
+                Reply::Silent | Reply::KeepAliveThenSilent(_) => {
+                    if let Reply::KeepAliveThenSilent(body) = reply {
+                        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length";
+                        let _ = conn.write_all(format!("{head}: {}\r\n\r\n{body}", body.len()).as_bytes());
+                        let body = read_request(&mut conn);
+                        log.lock().unwrap().push(Seen { at: Instant::now(), body });
+                    }
+                    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut byte = [0u8; 1];
+                    let closed_by_client = match conn.read(&mut byte) {
+                        Ok(n) => n == 0,
+                        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                    };
+                    if closed_by_client {
+                        *closed.lock().unwrap() = Some(Instant::now());
                     }
                 }
             }
@@ -481,4 +503,93 @@ async fn dropping_complete_during_a_retry_wait_sends_no_more_requests() {
     // Past the Retry-After, the dropped request was never sent again.
     tokio::time::sleep((started + Duration::from_millis(5500)).saturating_duration_since(Instant::now())).await;
     assert_eq!(server.requests(), 2);
+}
+
+/// Waits (at most 2 s) for the server to see the connection closed, and returns how long after `dropped` it was.
+fn closed_after(server: &FaultServer, dropped: Instant) -> Duration {
+    let deadline = dropped + Duration::from_secs(2);
+    loop {
+        if let Some(at) = *server.closed_at.lock().unwrap() {
+            return at.saturating_duration_since(dropped);
+        }
+        assert!(Instant::now() < deadline, "the server never saw the connection closed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A model with one helper thread, whose timeout is well past the tests' limits.
+fn one_thread_model(url: &str) -> RemoteModel {
+    RemoteModel::builder(url, "m").max_concurrency(1).timeout(Duration::from_secs(8)).build().unwrap()
+}
+
+#[tokio::test]
+async fn dropping_complete_while_waiting_for_headers_closes_its_connection() {
+    let server = fault_server(vec![Reply::Silent, http(200, ok_body("next"))]);
+    let model = one_thread_model(&server.url);
+    let waited = tokio::time::timeout(Duration::from_millis(200), model.complete(ask())).await;
+    let dropped = Instant::now();
+    assert!(waited.is_err(), "the server answers nothing");
+    assert_eq!(server.requests(), 1, "the request was sent and is waiting for headers");
+    let after = closed_after(&server, dropped);
+    assert!(after < Duration::from_millis(100), "closed {after:?} after the drop");
+    // The one helper thread is free again.
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(2), model.complete(ask())).await.unwrap().unwrap();
+    assert_eq!(answer.text, "next");
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn dropping_embed_while_waiting_for_headers_closes_its_connection() {
+    let embedding = r#"{"data": [{"embedding": [3.0, 4.0]}]}"#;
+    let server = fault_server(vec![Reply::Silent, http(200, embedding)]);
+    let model = one_thread_model(&server.url);
+    let texts = vec!["hello".to_owned()];
+    let waited = tokio::time::timeout(Duration::from_millis(200), model.embed(&texts)).await;
+    let dropped = Instant::now();
+    assert!(waited.is_err(), "the server answers nothing");
+    assert_eq!(server.requests(), 1);
+    let after = closed_after(&server, dropped);
+    assert!(after < Duration::from_millis(100), "closed {after:?} after the drop");
+    let started = Instant::now();
+    let vectors = tokio::time::timeout(Duration::from_secs(2), model.embed(&texts)).await.unwrap().unwrap();
+    assert_eq!(vectors, [[0.6, 0.8]]);
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn dropping_a_stream_while_waiting_for_headers_closes_its_connection() {
+    let server = fault_server(vec![
+        Reply::Silent,
+        Reply::Sse { events: vec![delta("next")], interval: Duration::ZERO, done: true },
+    ]);
+    let model = one_thread_model(&server.url);
+    let mut stream = model.stream(ask());
+    let waited = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+    assert!(waited.is_err(), "the server answers nothing");
+    drop(stream);
+    let dropped = Instant::now();
+    assert_eq!(server.requests(), 1);
+    let after = closed_after(&server, dropped);
+    assert!(after < Duration::from_millis(100), "closed {after:?} after the drop");
+    let started = Instant::now();
+    let done = tokio::time::timeout(Duration::from_secs(2), model.stream(ask()).finish()).await.unwrap().unwrap();
+    assert_eq!(done.text, "next");
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn dropping_complete_on_a_kept_alive_connection_closes_it() {
+    let server = fault_server(vec![Reply::KeepAliveThenSilent(ok_body("first")), http(200, ok_body("next"))]);
+    let model = one_thread_model(&server.url);
+    assert_eq!(model.complete(ask()).await.unwrap().text, "first");
+    // The second request goes over the same connection, taken from the client's pool.
+    let waited = tokio::time::timeout(Duration::from_millis(200), model.complete(ask())).await;
+    let dropped = Instant::now();
+    assert!(waited.is_err(), "the server answers nothing");
+    assert_eq!(server.requests(), 2, "both requests came over one connection");
+    let after = closed_after(&server, dropped);
+    assert!(after < Duration::from_millis(100), "closed {after:?} after the drop");
+    let answer = tokio::time::timeout(Duration::from_secs(2), model.complete(ask())).await.unwrap().unwrap();
+    assert_eq!(answer.text, "next");
 }

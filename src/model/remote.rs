@@ -16,19 +16,28 @@
 //! [`TokenStream`], cancels the request:
 //! - a request still waiting in the pool's queue is never sent;
 //! - a request waiting to be retried stops waiting (within about 20 ms) and is not sent again;
-//! - a stream stops reading and drops its connection as soon as its helper thread gets control back: at the
-//!   next bytes from the server (servers send a piece every few milliseconds) or at the model's timeout;
-//! - a non-streamed request in flight cannot be interrupted inside the blocking client: its helper thread
-//!   notices the cancellation when the server's answer starts to come (or at the timeout), and between chunks
-//!   of the body, then drops the connection without reading the rest.
+//! - a request in flight has its connection shut down, also while its helper thread is blocked in the HTTP
+//!   client (sending, waiting for the answer's headers, or reading the body; over TLS too, since the TCP socket
+//!   under it is shut down): the blocked read fails at once, the server sees the connection closed, and the
+//!   helper thread is free for the next request. For `complete` and `embed` this happens as the future is
+//!   dropped; for a stream within about 20 ms (a watcher thread looks at the streams in flight every 20 ms,
+//!   and sleeps while there are none).
+//!
+//! Name resolution and a TCP connect in progress are not interrupted (they end at the model's timeout, and the
+//! request is then not sent); a connection that comes up after the cancellation is closed at once.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc as std_mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use serde_json::{json, Value};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, ShutdownHandle, Transport,
+};
 
 use super::stream::{self, StreamSender};
 use super::{Completion, Constraint, FinishReason, LanguageModel, Prompt, Request, TokenLogprob, TokenStream, Usage};
@@ -164,7 +173,9 @@ impl RemoteModelBuilder {
     }
 
     /// How many requests of this model (and of its clones) are in flight at once (default 8): the size of its
-    /// pool of helper threads. Further requests wait in a queue, without blocking their callers.
+    /// pool of helper threads. Further requests wait in a queue, without blocking their callers. A request
+    /// whose caller went away (its future or stream dropped) gives its thread back at once, even while it waits
+    /// for the server: its connection is shut down (for a stream within about 20 ms).
     pub fn max_concurrency(mut self, requests: usize) -> Self {
         self.max_concurrency = requests;
         self
@@ -198,12 +209,15 @@ impl RemoteModelBuilder {
             });
         }
         let api_key = self.api_key.or_else(|| self.api_key_env.and_then(|v| std::env::var(v).ok()));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .timeout_global(Some(self.timeout))
             .http_status_as_error(false)
             .max_idle_connections_per_host(self.max_concurrency)
-            .build()
-            .into();
+            .build();
+        // The default connector (TCP, proxies, TLS), with each connection's socket known to the request using
+        // it, so that a dropped request can shut it down.
+        let agent =
+            ureq::Agent::with_parts(config, Cancellable(DefaultConnector::default()), DefaultResolver::default());
         Ok(RemoteModel {
             inner: Arc::new(Inner {
                 name: self.model.clone(),
@@ -489,7 +503,7 @@ impl Inner {
         Ok(Completion { text: content, finish_reason: finish_reason(choice), usage, logprobs, redactions: Vec::new() })
     }
 
-    fn stream(&self, request: &Request, tx: &mut StreamSender) -> Result<Completion> {
+    fn stream(&self, request: &Request, tx: &SharedSender) -> Result<Completion> {
         let started = Instant::now();
         let response = self.post_chat(request, true, &|| tx.is_closed())?;
         let is_json = response
@@ -717,6 +731,330 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + sec))
 }
 
+// Cancelling a request blocked in the HTTP client. The helper thread running a request marks it as the thread's
+// current request (`InFlight::enter`). The connector registers each new connection's socket with the request
+// that opened it, and a connection taken again from the client's pool moves to the request using it at its
+// first use (`CancelTransport::claim`). Cancelling shuts the socket down, which wakes the blocked read at once.
+
+/// A request on a helper thread, as seen by whoever may cancel it.
+#[derive(Default)]
+struct InFlight {
+    state: Mutex<InFlightState>,
+}
+
+#[derive(Default)]
+struct InFlightState {
+    cancelled: bool,
+    /// The request has ended: nothing is shut down any more.
+    done: bool,
+    /// The connection in use.
+    conn: Option<Conn>,
+}
+
+/// A connection's socket (only a weak handle: the connection closes as usual when dropped).
+#[derive(Clone)]
+struct Conn {
+    id: u64,
+    socket: Weak<dyn ShutdownHandle>,
+}
+
+impl Conn {
+    fn shutdown(&self) {
+        if let Some(socket) = self.socket.upgrade() {
+            socket.shutdown();
+        }
+    }
+}
+
+thread_local! {
+    /// The request this helper thread is running.
+    static CURRENT: RefCell<Option<Arc<InFlight>>> = const { RefCell::new(None) };
+}
+
+fn cancelled_io() -> ureq::Error {
+    ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "cancelled: the caller went away"))
+}
+
+impl InFlight {
+    fn state(&self) -> MutexGuard<'_, InFlightState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Cancels the request: shuts its connection down, and any connection it opens later. The shutdown is
+    /// done under the lock, so a connection that another request has taken meanwhile is never touched.
+    fn cancel(&self) {
+        let mut state = self.state();
+        if state.done || state.cancelled {
+            return;
+        }
+        state.cancelled = true;
+        if let Some(conn) = state.conn.take() {
+            conn.shutdown();
+        }
+    }
+
+    /// Makes `conn` this request's connection; if the request is cancelled, shuts it down instead.
+    fn attach(&self, conn: &Conn) -> std::result::Result<(), ureq::Error> {
+        let mut state = self.state();
+        if state.cancelled {
+            drop(state);
+            conn.shutdown();
+            return Err(cancelled_io());
+        }
+        if !state.done {
+            state.conn = Some(conn.clone());
+        }
+        Ok(())
+    }
+
+    /// Forgets connection `id` (another request uses it now).
+    fn detach(&self, id: u64) {
+        let mut state = self.state();
+        if state.conn.as_ref().is_some_and(|c| c.id == id) {
+            state.conn = None;
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.state().done
+    }
+
+    /// Marks the calling thread as running this request until the guard is dropped; then the request is done.
+    fn enter(self: &Arc<Self>) -> Entered {
+        CURRENT.with(|current| *current.borrow_mut() = Some(Arc::clone(self)));
+        Entered(Arc::clone(self))
+    }
+}
+
+/// From [`InFlight::enter`].
+struct Entered(Arc<InFlight>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.borrow_mut().take());
+        let mut state = self.0.state();
+        state.done = true;
+        state.conn = None;
+    }
+}
+
+/// Cancels a request when dropped (held by the caller's future).
+struct CancelOnDrop(Arc<InFlight>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Ureq's default connector (TCP, proxies, TLS), whose connections are known to the requests using them.
+#[derive(Debug)]
+struct Cancellable(DefaultConnector);
+
+impl Connector for Cancellable {
+    type Out = CancelTransport;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<()>,
+    ) -> std::result::Result<Option<CancelTransport>, ureq::Error> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let owner = CURRENT.with(|current| current.borrow().clone());
+        // The connector that opens the socket registers it (before any TLS or proxy handshake, so that these
+        // are interrupted too): it goes to the agent as before, and to the request.
+        let registered: Arc<Mutex<Option<Conn>>> = Arc::default();
+        let register = {
+            let (forward, registered, owner) =
+                (Arc::clone(&details.register_shutdown), Arc::clone(&registered), owner.clone());
+            move |socket: Weak<dyn ShutdownHandle>| {
+                forward(socket.clone())?;
+                let conn = Conn { id: IDS.fetch_add(1, Ordering::Relaxed), socket };
+                if let Some(owner) = &owner {
+                    owner.attach(&conn)?;
+                }
+                *registered.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+                Ok(())
+            }
+        };
+        let details = ConnectionDetails {
+            uri: details.uri,
+            addrs: details.addrs.clone(),
+            config: details.config,
+            request_level: details.request_level,
+            resolver: details.resolver,
+            now: details.now,
+            timeout: details.timeout,
+            current_time: Arc::clone(&details.current_time),
+            run_connector: Arc::clone(&details.run_connector),
+            register_shutdown: Arc::new(register),
+        };
+        let Some(inner) = self.0.connect(&details, chained)? else { return Ok(None) };
+        let conn = registered.lock().unwrap_or_else(PoisonError::into_inner).take();
+        Ok(Some(CancelTransport { inner, conn, owner }))
+    }
+}
+
+/// A connection, with the request that uses it.
+struct CancelTransport {
+    inner: Box<dyn Transport>,
+    /// Its socket (none if the connector registered none, as for a connection through a CONNECT proxy, whose
+    /// own connection to the proxy is a `CancelTransport` within).
+    conn: Option<Conn>,
+    owner: Option<Arc<InFlight>>,
+}
+
+impl std::fmt::Debug for CancelTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelTransport").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl CancelTransport {
+    /// Moves the connection to the calling thread's request, if that is another one (a connection taken from
+    /// the pool): the previous request can no longer shut it down.
+    fn claim(&mut self) -> std::result::Result<(), ureq::Error> {
+        let Some(conn) = &self.conn else { return Ok(()) };
+        let current = CURRENT.with(|current| {
+            let current = current.borrow();
+            match (&*current, &self.owner) {
+                (Some(a), Some(b)) if Arc::ptr_eq(a, b) => None,
+                (None, None) => None,
+                (current, _) => Some(current.clone()),
+            }
+        });
+        let Some(current) = current else { return Ok(()) };
+        if let Some(previous) = self.owner.take() {
+            previous.detach(conn.id);
+        }
+        if let Some(request) = &current {
+            request.attach(conn)?;
+        }
+        self.owner = current;
+        Ok(())
+    }
+}
+
+impl Transport for CancelTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> std::result::Result<(), ureq::Error> {
+        self.claim()?;
+        self.inner.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> std::result::Result<bool, ureq::Error> {
+        self.claim()?;
+        self.inner.await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        // The pool asks this of a connection before handing it to a request (on that request's thread).
+        self.claim().is_ok() && self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
+    }
+}
+
+/// A stream's sender, shared with the watcher; taken out to finish the stream.
+struct SharedSender(Mutex<Option<StreamSender>>);
+
+impl SharedSender {
+    fn sender(&self) -> MutexGuard<'_, Option<StreamSender>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.sender().as_ref().is_none_or(StreamSender::is_closed)
+    }
+
+    fn text(&self, piece: &str) {
+        if let Some(tx) = self.sender().as_mut() {
+            tx.text(piece);
+        }
+    }
+
+    fn finish(&self, result: Result<Completion>) {
+        let tx = self.sender().take();
+        if let Some(tx) = tx {
+            tx.finish(result);
+        }
+    }
+}
+
+/// Cancels the streams in flight whose reader is gone: a stream's sender can only be asked, so one thread (for
+/// all models) asks every 20 ms while streams are in flight, and sleeps while there are none.
+struct Watcher {
+    streams: Mutex<Vec<(Arc<InFlight>, Arc<SharedSender>)>>,
+    wake: Condvar,
+}
+
+impl Watcher {
+    /// The watcher (started at the first stream), or none if its thread cannot start.
+    fn get() -> Option<&'static Watcher> {
+        static WATCHER: OnceLock<Option<&'static Watcher>> = OnceLock::new();
+        *WATCHER.get_or_init(|| {
+            let watcher: &'static Watcher =
+                Box::leak(Box::new(Watcher { streams: Mutex::new(Vec::new()), wake: Condvar::new() }));
+            match std::thread::Builder::new().name("slm-remote-watch".into()).spawn(move || watcher.run()) {
+                Ok(_) => Some(watcher),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the remote stream watcher: a dropped stream closes its connection only at its next bytes");
+                    None
+                }
+            }
+        })
+    }
+
+    fn streams(&self) -> MutexGuard<'_, Vec<(Arc<InFlight>, Arc<SharedSender>)>> {
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn run(&self) {
+        let mut streams = self.streams();
+        loop {
+            streams.retain(|(request, tx)| {
+                if request.is_done() {
+                    return false;
+                }
+                if tx.is_closed() {
+                    request.cancel();
+                    return false;
+                }
+                true
+            });
+            streams = if streams.is_empty() {
+                self.wake.wait(streams).unwrap_or_else(PoisonError::into_inner)
+            } else {
+                self.wake.wait_timeout(streams, CANCEL_POLL).unwrap_or_else(PoisonError::into_inner).0
+            };
+        }
+    }
+
+    /// Watches a stream until the guard is dropped.
+    fn watch(&'static self, request: &Arc<InFlight>, tx: &Arc<SharedSender>) -> Watched {
+        self.streams().push((Arc::clone(request), Arc::clone(tx)));
+        self.wake.notify_one();
+        Watched { watcher: self, request: Arc::clone(request) }
+    }
+}
+
+/// From [`Watcher::watch`].
+struct Watched {
+    watcher: &'static Watcher,
+    request: Arc<InFlight>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.watcher.streams().retain(|(request, _)| !Arc::ptr_eq(request, &self.request));
+    }
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The model's helper threads: started as requests come, at most `max`; they take jobs from one queue and
@@ -763,18 +1101,21 @@ impl Pool {
 }
 
 /// Runs blocking work on the model's pool and awaits its answer; `work` gets a check of whether the caller
-/// (this future) is gone.
+/// (this future) is gone. Dropping this future shuts down the connection the work is using.
 async fn on_pool<T: Send + 'static>(
     inner: &Arc<Inner>,
     work: impl FnOnce(&Inner, Cancelled<'_>) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let (tx, rx) = oneshot::channel::<Result<T>>();
     let worker = Arc::clone(inner);
+    let request = Arc::new(InFlight::default());
+    let _cancel = CancelOnDrop(Arc::clone(&request));
     inner.pool.submit(Box::new(move || {
         if tx.is_canceled() {
             return; // dropped while queued: never sent
         }
         let answer = {
+            let _entered = request.enter();
             let cancelled = || tx.is_canceled();
             work(&worker, &cancelled)
         };
@@ -826,13 +1167,19 @@ impl LanguageModel for RemoteModel {
             Ok(r) => r,
             Err(e) => return TokenStream::failed(e),
         };
-        let (mut tx, rx) = stream::channel();
+        let (tx, rx) = stream::channel();
+        let tx = Arc::new(SharedSender(Mutex::new(Some(tx))));
         let inner = Arc::clone(&self.inner);
         let submitted = self.inner.pool.submit(Box::new(move || {
             if tx.is_closed() {
                 return; // dropped while queued: never sent
             }
-            let result = inner.stream(&request, &mut tx);
+            let result = {
+                let in_flight = Arc::new(InFlight::default());
+                let _entered = in_flight.enter();
+                let _watched = Watcher::get().map(|w| w.watch(&in_flight, &tx));
+                inner.stream(&request, &tx)
+            };
             tx.finish(result);
         }));
         match submitted {
