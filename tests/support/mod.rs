@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 
 use slm_agents::model::LlamaModel;
 
+pub mod gguf;
+
 pub fn models_dir() -> PathBuf {
     std::env::var_os("SLM_MODELS_DIR")
         .map(PathBuf::from)
