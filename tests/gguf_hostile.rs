@@ -87,7 +87,8 @@ fn an_empty_or_unknown_rope_scaling_type_is_refused() {
 
 #[test]
 fn a_tokenizer_that_cannot_generate_is_refused() {
-    for (v, name) in [("none", "tok-none"), ("no_vocab", "tok-no-vocab"), ("rwkv", "tok-rwkv"), ("llama", "tok-llama-on-bpe")]
+    for (v, name) in
+        [("none", "tok-none"), ("no_vocab", "tok-no-vocab"), ("rwkv", "tok-rwkv"), ("llama", "tok-llama-on-bpe")]
     {
         let mut g = smollm2();
         g.set_str("tokenizer.ggml.model", v);
@@ -97,7 +98,9 @@ fn a_tokenizer_that_cannot_generate_is_refused() {
 
 #[test]
 fn a_normalisation_epsilon_that_is_negative_or_not_finite_is_refused() {
-    for (v, name) in [(-1.0, "eps-neg"), (f32::NAN, "eps-nan"), (f32::INFINITY, "eps-inf"), (f32::NEG_INFINITY, "eps-ninf")] {
+    for (v, name) in
+        [(-1.0, "eps-neg"), (f32::NAN, "eps-nan"), (f32::INFINITY, "eps-inf"), (f32::NEG_INFINITY, "eps-ninf")]
+    {
         let mut g = smollm2();
         g.set_f32("llama.attention.layer_norm_rms_epsilon", v);
         assert_refused(&g, name, "llama.attention.layer_norm_rms_epsilon");

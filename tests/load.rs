@@ -131,10 +131,14 @@ async fn a_full_model_says_busy_at_once_instead_of_queueing() {
         .load()
         .unwrap();
     let long = || Request::raw("Count from one to a hundred: one, two,").with_max_tokens(120);
-    let busy: Vec<_> = (0..2).map(|_| tokio::spawn({
-        let model = model.clone();
-        async move { model.complete(long()).await }
-    })).collect();
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn({
+                let model = model.clone();
+                async move { model.complete(long()).await }
+            })
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     while model.in_flight() < 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;

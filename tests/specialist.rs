@@ -373,6 +373,64 @@ async fn a_failing_tool_is_told_to_the_real_model_and_named_in_the_error() {
     }
 }
 
+#[tokio::test]
+async fn on_the_real_model_a_blocking_tool_is_cut_off_and_a_huge_result_is_cut_to_size() {
+    let model = support::smollm2();
+    let events = Arc::new(MemoryRecorder::default());
+    let ctx = RunContext::new().with_recorder(events.clone());
+
+    // A tool that blocks its thread for 3 s, on an isolated specialist with a 300 ms timeout.
+    let blocking = ModelSpecialist::builder("flights")
+        .model(model.clone())
+        .instructions("You find flights with search_flights.")
+        .tool_dyn(Arc::new(tool_fn(
+            "search_flights",
+            "Find flights between two cities on a day",
+            |_: SearchFlights| async move {
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                Ok::<_, Fail>(json!(["SL311"]))
+            },
+        )))
+        .output::<Reply>()
+        .tool_timeout(std::time::Duration::from_millis(300))
+        .isolate_tools(true)
+        .max_tool_errors(0)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = blocking.run("Flights from Paris to Rome on Monday".to_string(), &ctx).await;
+    let calls = events.tool_calls();
+    assert!(!calls.is_empty(), "the model called the tool");
+    assert!(matches!(result, Err(slm_agents::Error::Tool { .. })), "{result:?}");
+    assert!(calls[0].result.is_none());
+    assert!(started.elapsed() < std::time::Duration::from_millis(2500), "held {:?}", started.elapsed());
+
+    // A tool that returns about 5 MB: the model sees 2 KB of it, with the tool named.
+    let huge = ModelSpecialist::builder("hotels")
+        .model(model)
+        .instructions("You find hotels with search_hotels.")
+        .tool_dyn(Arc::new(tool_fn("search_hotels", "Find hotels in a city", |_: SearchHotels| async move {
+            Ok::<_, Fail>(json!(vec!["a very long hotel description ".repeat(40); 4000]))
+        })))
+        .output::<Reply>()
+        .max_tool_result_bytes(2048)
+        .max_tool_calls(1)
+        .build()
+        .unwrap();
+    let events = Arc::new(MemoryRecorder::default());
+    let ctx = RunContext::new().with_recorder(events.clone());
+    let started = std::time::Instant::now();
+    let _ = huge.run("A hotel in Rome for 2 nights".to_string(), &ctx).await;
+    let calls = events.tool_calls();
+    let call = calls.first().expect("the model called the tool");
+    let shown = call.result.clone().expect("the tool succeeded");
+    assert_eq!((shown["tool"].as_str(), shown["truncated"].as_bool()), (Some("search_hotels"), Some(true)));
+    let next = events.model_calls();
+    assert!(next.len() >= 2);
+    assert!(next[1].messages.iter().all(|m| m.content.len() < 4096));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
 mod scripted {
     use std::time::{Duration, Instant};
 

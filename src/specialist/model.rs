@@ -542,7 +542,8 @@ where
                     }
                     let ids = ctx.ids();
                     let started = Instant::now();
-                    let result = self.call_tool(&tool, arguments.clone()).await.map(|out| self.shown_result(&tool, out));
+                    let result =
+                        self.call_tool(&tool, arguments.clone()).await.map(|out| self.shown_result(&tool, out));
                     ctx.record(RunEvent::ToolCall(ToolCallEvent {
                         ids,
                         specialist: self.card_name().to_owned(),

@@ -294,7 +294,12 @@ where
     E: std::error::Error + Send + Sync + 'static,
     F: Fn(A) -> Result<O, E> + Send + Sync + 'static,
 {
-    BlockingFnTool { name: name.into(), description: description.into(), f: std::sync::Arc::new(f), _types: PhantomData }
+    BlockingFnTool {
+        name: name.into(),
+        description: description.into(),
+        f: std::sync::Arc::new(f),
+        _types: PhantomData,
+    }
 }
 
 #[async_trait::async_trait]

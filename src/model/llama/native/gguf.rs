@@ -192,7 +192,8 @@ impl Reader {
                 }
                 let elem = self.u32(key)?;
                 let count = self.u64(key)?;
-                if depth == 0 && count <= MAX_KEPT_ARRAY && Self::scalar_size(elem).is_some() && elem != 6 && elem != 12 {
+                if depth == 0 && count <= MAX_KEPT_ARRAY && Self::scalar_size(elem).is_some() && elem != 6 && elem != 12
+                {
                     self.need(count.saturating_mul(Self::scalar_size(elem).unwrap_or(1)), key)?;
                     let mut items = Vec::with_capacity(count as usize);
                     for _ in 0..count {
@@ -391,7 +392,11 @@ fn check_metadata(meta: &std::collections::HashMap<String, Value>, arch: &str) -
             }
         }
         (Some((_, Some(n))), None) if n > 0 => {
-            return Err((key("expert_used_count"), "missing".into(), "a model with experts must say how many it uses".into()))
+            return Err((
+                key("expert_used_count"),
+                "missing".into(),
+                "a model with experts must say how many it uses".into(),
+            ))
         }
         (None, Some((v, Some(u)))) if u.iter().any(|&u| u != 0) => {
             return refuse(key("expert_used_count"), v, "set without expert_count")
@@ -404,7 +409,11 @@ fn check_metadata(meta: &std::collections::HashMap<String, Value>, arch: &str) -
         let g = v.as_int().unwrap_or(-1);
         let bad = if n_experts == 0 { g != 0 } else { g < 0 || g >= n_experts || (g > 1 && n_experts % g != 0) };
         if bad {
-            return refuse(key("expert_group_count"), v, "must divide expert_count and be smaller than it (0 without experts)");
+            return refuse(
+                key("expert_group_count"),
+                v,
+                "must divide expert_count and be smaller than it (0 without experts)",
+            );
         }
         if let Some(u) = get("expert_group_used_count") {
             let gu = u.as_int().unwrap_or(-1);
@@ -491,7 +500,11 @@ fn check_vocabulary(meta: &std::collections::HashMap<String, Value>) -> std::res
     // llama.cpp replaces empty tokens by `[EMPTY_i]`, then asserts that every token string is unique.
     let mut seen = std::collections::HashSet::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
-        let t = if t.is_empty() { std::borrow::Cow::Owned(format!("[EMPTY_{i}]")) } else { std::borrow::Cow::Borrowed(t.as_str()) };
+        let t = if t.is_empty() {
+            std::borrow::Cow::Owned(format!("[EMPTY_{i}]"))
+        } else {
+            std::borrow::Cow::Borrowed(t.as_str())
+        };
         if !seen.insert(t.clone()) {
             return Err((
                 "tokenizer.ggml.tokens".into(),
@@ -518,14 +531,20 @@ fn check_vocabulary(meta: &std::collections::HashMap<String, Value>) -> std::res
     };
     let flag = |k: &str, default: bool| meta.get(k).and_then(Value::as_int).map_or(default, |v| v != 0);
     for (flag_key, id_key, default_on, default_id) in [
-        ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id", model == "bert" || model == "llama", bos_default),
+        (
+            "tokenizer.ggml.add_bos_token",
+            "tokenizer.ggml.bos_token_id",
+            model == "bert" || model == "llama",
+            bos_default,
+        ),
         ("tokenizer.ggml.add_eos_token", "tokenizer.ggml.eos_token_id", false, eos_default),
         ("tokenizer.ggml.add_sep_token", "tokenizer.ggml.seperator_token_id", model == "bert", Some(102)),
     ] {
         if !flag(flag_key, default_on) {
             continue;
         }
-        let id = meta.get(id_key).and_then(Value::as_int).filter(|&i| (0..n).contains(&i)).or(default_id.filter(|&i| i < n));
+        let id =
+            meta.get(id_key).and_then(Value::as_int).filter(|&i| (0..n).contains(&i)).or(default_id.filter(|&i| i < n));
         if id.is_none() {
             let shown = meta.get(id_key).map_or_else(|| "missing".into(), Value::shown);
             return Err((id_key.into(), shown, format!("{flag_key} is set, so this token must be in the vocabulary")));

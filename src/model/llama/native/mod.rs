@@ -100,8 +100,19 @@ struct Prep {
 
 /// Work for the desk thread, counted in [`Prep::waiting`] until it is handed to a lane or dropped.
 enum Work {
-    Generate { request: Box<Request>, lanes: Arc<[Arc<Lane>]>, sink: Sink, submitted: Instant, _at_desk: AtDesk },
-    Embed { texts: Vec<String>, lanes: Arc<[Arc<Lane>]>, reply: oneshot::Sender<Result<Vec<Vec<f32>>>>, _at_desk: AtDesk },
+    Generate {
+        request: Box<Request>,
+        lanes: Arc<[Arc<Lane>]>,
+        sink: Sink,
+        submitted: Instant,
+        _at_desk: AtDesk,
+    },
+    Embed {
+        texts: Vec<String>,
+        lanes: Arc<[Arc<Lane>]>,
+        reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
+        _at_desk: AtDesk,
+    },
 }
 
 /// One request's place in the desk's count.
@@ -514,7 +525,8 @@ impl Prep {
                 let mut tokenized = Vec::with_capacity(texts.len());
                 for text in &texts {
                     if text.len() > self.max_prompt_bytes() {
-                        let _ = reply.send(Err(Error::PromptTooLarge { bytes: text.len(), limit: self.max_prompt_bytes() }));
+                        let _ = reply
+                            .send(Err(Error::PromptTooLarge { bytes: text.len(), limit: self.max_prompt_bytes() }));
                         return;
                     }
                     let tokens = self.tokenize(text, self.model.vocab().should_add_bos());
