@@ -205,6 +205,7 @@ fn campaign(model: &Path, cases: usize, seed: u64) -> BTreeMap<String, usize> {
         *counts.entry(outcome).or_insert(0) += 1;
     }
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(&dir); // only when empty: failing copies are kept
     eprintln!("{}: {cases} mutated headers:", model.display());
     for (outcome, n) in &counts {
         eprintln!("  {n:6}  {outcome}");

@@ -386,10 +386,8 @@ fn check_metadata(meta: &std::collections::HashMap<String, Value>, arch: &str) -
         (Some((v, n)), _) if n.is_none_or(|n| !(0..=1024).contains(&n)) => {
             return refuse(key("expert_count"), v, "must be 0 to 1024")
         }
-        (Some((_, Some(n))), Some((v, Some(u)))) => {
-            if u.iter().any(|&u| u < 0 || u > n) || (n > 0 && u.iter().any(|&u| u == 0)) {
-                return refuse(key("expert_used_count"), v, "must be 1 to expert_count (0 without experts)");
-            }
+        (Some((_, Some(n))), Some((v, Some(u)))) if u.iter().any(|&u| u < 0 || u > n) || (n > 0 && u.contains(&0)) => {
+            return refuse(key("expert_used_count"), v, "must be 1 to expert_count (0 without experts)");
         }
         (Some((_, Some(n))), None) if n > 0 => {
             return Err((
@@ -446,7 +444,7 @@ fn check_metadata(meta: &std::collections::HashMap<String, Value>, arch: &str) -
             if values.len() > 1 && values.iter().any(|&x| x != values[0]) && k != "feed_forward_length" {
                 return refuse(key(k), v, "per-layer head counts that differ are not supported");
             }
-            if values.iter().any(|&x| x < 0 || x > 1 << 20) {
+            if values.iter().any(|x| !(0..=1 << 20).contains(x)) {
                 return refuse(key(k), v, "out of range");
             }
         }
