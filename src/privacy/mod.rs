@@ -3,7 +3,8 @@
 //! A [`Privacy`] policy travels in the [`RunContext`](crate::run::RunContext). `LocalOnly` forbids any call to a
 //! remote model; `Redact` replaces personal data with placeholders before anything is sent and restores the
 //! original values where they come back in the answer. [`Redactor`] finds emails, phone numbers, card numbers
-//! (Luhn-checked), IBANs (checksum-checked), IP addresses and patterns the host adds.
+//! (Luhn-checked), IBANs (checksum-checked), IP addresses, national identity numbers (US SSN, UK National
+//! Insurance, French INSEE, each checked) and patterns the host adds.
 //!
 //! ```
 //! use slm_agents::privacy::Redactor;
@@ -17,6 +18,10 @@
 //!
 #![doc = include_str!("../../docs/escalation-and-privacy.md")]
 
+mod detect;
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -88,21 +93,27 @@ impl PartialEq for Privacy {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum PiiKind {
-    /// An email address.
+    /// An email address, in any script (`josé.müller@exämple.de`, `用户@例子.中国`).
     Email,
-    /// A phone number (7 to 15 digits, with the usual separators and an optional `+` country code).
+    /// A phone number: with a country code (`+44 20 7946 0958`, `0044 …`), 8 to 15 digits; without one, a
+    /// national number with a trunk 0 or an area code in parentheses, or a North American 3-3-4 number.
     Phone,
-    /// A payment card number (13 to 19 digits passing the Luhn check).
+    /// A payment card number (13 to 19 digits grouped as cards are printed, passing the Luhn check).
     Card,
-    /// An IBAN (country code, check digits passing the mod-97 check).
+    /// An IBAN (country code, check digits passing the mod-97 check; any case, any spacing).
     Iban,
-    /// An IPv4 or IPv6 address.
+    /// An IPv4 or IPv6 address (compressed, with an IPv4 tail or a zone).
     IpAddress,
+    /// A national identity number with a known shape and check: a US Social Security number, a UK National
+    /// Insurance number, a French INSEE (NIR) number.
+    NationalId,
     /// A pattern added by the host, with its label.
     Custom(String),
 }
 
 impl PiiKind {
+    /// The label of the placeholders: `EMAIL` in `[EMAIL_1]`. A host's label is upper-cased, and any
+    /// character other than A-Z, 0-9 and `_` becomes `_`, so that every placeholder has one shape.
     fn label(&self) -> String {
         match self {
             PiiKind::Email => "EMAIL".into(),
@@ -110,7 +121,19 @@ impl PiiKind {
             PiiKind::Card => "CARD".into(),
             PiiKind::Iban => "IBAN".into(),
             PiiKind::IpAddress => "IP".into(),
-            PiiKind::Custom(label) => label.to_uppercase(),
+            PiiKind::NationalId => "NATIONAL_ID".into(),
+            PiiKind::Custom(label) => {
+                let label: String = label
+                    .to_uppercase()
+                    .chars()
+                    .map(|c| if c.is_ascii_uppercase() || c.is_ascii_digit() { c } else { '_' })
+                    .collect();
+                if label.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    label
+                } else {
+                    format!("PII_{label}")
+                }
+            }
         }
     }
 }
@@ -149,15 +172,21 @@ impl Redaction {
         self.replacements().iter().map(|r| (r.kind.clone(), r.placeholder.clone())).collect()
     }
 
-    /// Puts the original values back where their placeholders appear in `answer`.
+    /// Puts the original values back where their placeholders appear in `answer`, in one pass: a restored
+    /// value is never read again for placeholders, and `[PHONE_12]` is never taken for `[PHONE_1]`.
     pub fn restore(&self, answer: &str) -> String {
-        let mut out = answer.to_owned();
-        // Longest placeholders first, so that `[PHONE_12]` is not taken for `[PHONE_1]` plus "2]".
-        let mut order: Vec<&Replacement> = self.replacements.iter().collect();
-        order.sort_by_key(|r| std::cmp::Reverse(r.placeholder.len()));
-        for r in order {
-            out = out.replace(&r.placeholder, &r.original);
+        let values: HashMap<&str, &str> =
+            self.replacements.iter().map(|r| (r.placeholder.as_str(), r.original.as_str())).collect();
+        let mut out = String::with_capacity(answer.len());
+        let mut last = 0;
+        for m in placeholder_pattern().find_iter(answer) {
+            if let Some(original) = values.get(m.as_str()) {
+                out.push_str(&answer[last..m.start()]);
+                out.push_str(original);
+                last = m.end();
+            }
         }
+        out.push_str(&answer[last..]);
         out
     }
 }
@@ -174,31 +203,11 @@ impl Default for Redactor {
     }
 }
 
-// The patterns are constants, checked by the tests; a failure here is a bug in this file.
-#[allow(clippy::expect_used)]
-fn builtin(pattern: &str) -> Regex {
-    Regex::new(pattern).expect("built-in pattern")
-}
-
 impl Redactor {
-    /// A redactor for emails, IBANs, card numbers, IP addresses and phone numbers.
+    /// A redactor for emails, IBANs, national identity numbers, card numbers, IP addresses and phone
+    /// numbers.
     pub fn new() -> Self {
-        let detectors = vec![
-            (PiiKind::Email, builtin(r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b")),
-            (PiiKind::Iban, builtin(r"\b[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")),
-            (PiiKind::Card, builtin(r"\b[0-9](?:[ -]?[0-9]){12,18}\b")),
-            (
-                PiiKind::IpAddress,
-                builtin(
-                    r"(?i)\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\b|\b(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\b|\b(?:[0-9a-f]{1,4}:){1,7}:(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?\b",
-                ),
-            ),
-            (
-                PiiKind::Phone,
-                builtin(r"(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{2,4}(?:[ .-]?[0-9]{2,4}){1,4}\b"),
-            ),
-        ];
-        Self { detectors }
+        Self { detectors: detect::builtin_detectors() }
     }
 
     /// Adds a pattern of the host's, replaced by `[LABEL_n]`.
@@ -228,45 +237,58 @@ impl Redactor {
     /// Redacts several texts (the messages of one request) with one numbering, so that a placeholder means
     /// the same value in all of them. Returns the texts and the redaction to restore answers with.
     pub fn redact_many<S: AsRef<str>>(&self, texts: &[S]) -> (Vec<String>, Redaction) {
-        let mut replacements = Vec::new();
         // Placeholders already in the texts (an earlier redaction's) are never reused for another value.
-        let taken: Vec<&str> =
-            texts.iter().flat_map(|t| placeholder_pattern().find_iter(t.as_ref()).map(|m| m.as_str())).collect();
-        let out: Vec<String> = texts.iter().map(|t| self.redact_into(t.as_ref(), &taken, &mut replacements)).collect();
+        let taken: HashSet<String> = texts
+            .iter()
+            .flat_map(|t| placeholder_pattern().find_iter(t.as_ref()).map(|m| m.as_str().to_owned()))
+            .collect();
+        let labels: HashSet<String> = self.detectors.iter().map(|(kind, _)| kind.label()).collect();
+        let mut numbering =
+            Numbering { taken, labels, replacements: Vec::new(), known: HashMap::new(), next: HashMap::new() };
+        let out: Vec<String> = texts.iter().map(|t| self.redact_into(t.as_ref(), &mut numbering)).collect();
         let text = out.join("\n");
-        (out, Redaction { text, replacements })
+        (out, Redaction { text, replacements: numbering.replacements })
     }
 
-    fn redact_into(&self, text: &str, taken: &[&str], replacements: &mut Vec<Replacement>) -> String {
+    fn redact_into(&self, text: &str, numbering: &mut Numbering) -> String {
         let mut current = text.to_owned();
         for (kind, regex) in &self.detectors {
+            let shields = numbering.shields(&current);
             let mut out = String::with_capacity(current.len());
             let mut last = 0;
-            for m in regex.find_iter(&current) {
-                let value = m.as_str();
-                if !accept(kind, value) || inside_placeholder(&current, m.start()) {
-                    continue;
-                }
-                let placeholder = match replacements.iter().find(|r| r.original == value && r.kind == *kind) {
-                    Some(r) => r.placeholder.clone(),
-                    None => {
-                        let mut n = replacements.iter().filter(|r| r.kind == *kind).count() + 1;
-                        let mut placeholder = format!("[{}_{n}]", kind.label());
-                        while taken.contains(&placeholder.as_str()) {
-                            n += 1;
-                            placeholder = format!("[{}_{n}]", kind.label());
-                        }
-                        replacements.push(Replacement {
-                            kind: kind.clone(),
-                            placeholder: placeholder.clone(),
-                            original: value.to_owned(),
-                        });
-                        placeholder
-                    }
+            let mut pos = 0;
+            // A rejected candidate may hide a real value that starts a little later inside it (`ed 261042A…`
+            // is no UK number, but the French one in it is): the search goes on from the next character, up to
+            // `RETRY` bytes past the first rejection, then from the candidate's end, so it stays linear.
+            let (mut window_end, mut rejected_end) = (0, 0);
+            while let Some(m) = regex.find_at(&current, pos) {
+                let accepted = if m.is_empty() || inside(&shields, m.start()) {
+                    None
+                } else {
+                    detect::refine(kind, &current, m.range())
+                        .filter(|r| r.start >= last && !r.is_empty() && !inside(&shields, r.start))
                 };
-                out.push_str(&current[last..m.start()]);
-                out.push_str(&placeholder);
-                last = m.end();
+                match accepted {
+                    Some(range) => {
+                        let placeholder = numbering.placeholder(kind, &current[range.clone()]);
+                        out.push_str(&current[last..range.start]);
+                        out.push_str(&placeholder);
+                        last = range.end;
+                        pos = range.end;
+                    }
+                    None => {
+                        if m.start() >= rejected_end {
+                            // A fresh rejection, not inside an earlier rejected candidate.
+                            window_end = m.start() + RETRY;
+                        }
+                        rejected_end = rejected_end.max(m.end());
+                        let next = m.start() + current[m.start()..].chars().next().map_or(1, char::len_utf8);
+                        pos = if next < window_end { next } else { rejected_end.max(next) };
+                    }
+                }
+                if pos > current.len() {
+                    break;
+                }
             }
             out.push_str(&current[last..]);
             current = out;
@@ -275,72 +297,67 @@ impl Redactor {
     }
 }
 
+/// The placeholders of one redaction: what each value got, the next number of each label, and the
+/// placeholders that were in the texts before.
+struct Numbering {
+    taken: HashSet<String>,
+    labels: HashSet<String>,
+    replacements: Vec<Replacement>,
+    known: HashMap<(PiiKind, String), String>,
+    next: HashMap<String, usize>,
+}
+
+impl Numbering {
+    fn placeholder(&mut self, kind: &PiiKind, value: &str) -> String {
+        if let Some(p) = self.known.get(&(kind.clone(), value.to_owned())) {
+            return p.clone();
+        }
+        let label = kind.label();
+        let n = self.next.entry(label.clone()).or_insert(1);
+        let mut placeholder = format!("[{label}_{n}]");
+        while self.taken.contains(&placeholder) {
+            *n += 1;
+            placeholder = format!("[{label}_{n}]");
+        }
+        *n += 1;
+        self.known.insert((kind.clone(), value.to_owned()), placeholder.clone());
+        self.replacements.push(Replacement {
+            kind: kind.clone(),
+            placeholder: placeholder.clone(),
+            original: value.to_owned(),
+        });
+        placeholder
+    }
+
+    /// The spans of `text` no detector may start in: whole placeholders of this redactor's labels (written
+    /// by an earlier detector, or by an earlier redaction). Only a whole placeholder counts: a stray `[`
+    /// before a value does not protect it, nor does a placeholder-shaped wrapper with an unknown label or a
+    /// long number (`[CARD_4111111111111111]`).
+    fn shields(&self, text: &str) -> Vec<Range<usize>> {
+        placeholder_pattern()
+            .find_iter(text)
+            .filter(|m| {
+                let inner = &m.as_str()[1..m.len() - 1];
+                inner.rsplit_once('_').is_some_and(|(label, _)| self.labels.contains(label))
+            })
+            .map(|m| m.range())
+            .collect()
+    }
+}
+
+/// How far past a rejected candidate's start the search tries again from each character.
+const RETRY: usize = 32;
+
 /// What a placeholder looks like: `[EMAIL_1]`, `[BOOKING_12]`.
 fn placeholder_pattern() -> &'static Regex {
     static PATTERN: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    PATTERN.get_or_init(|| builtin(r"\[[A-Z][A-Z0-9_]*_[0-9]+\]"))
+    PATTERN.get_or_init(|| detect::builtin(r"\[[A-Z][A-Z0-9_]*_[0-9]{1,6}\]"))
 }
 
-/// Whether a match starts inside a placeholder (written by an earlier detector, or an earlier redaction).
-/// Only a whole placeholder counts: a stray `[` before a value does not protect it.
-fn inside_placeholder(text: &str, at: usize) -> bool {
-    placeholder_pattern().find_iter(text).any(|p| p.start() <= at && at < p.end())
-}
-
-/// Checks that go beyond the pattern: checksums and digit counts.
-fn accept(kind: &PiiKind, value: &str) -> bool {
-    let digits: Vec<u32> = value.chars().filter_map(|c| c.to_digit(10)).collect();
-    match kind {
-        PiiKind::Card => (13..=19).contains(&digits.len()) && luhn(&digits),
-        PiiKind::Iban => iban_checksum(value),
-        PiiKind::Phone => (7..=15).contains(&digits.len()) && !looks_like_date(value),
-        _ => true,
-    }
-}
-
-fn luhn(digits: &[u32]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            if i % 2 == 1 {
-                if d * 2 > 9 {
-                    d * 2 - 9
-                } else {
-                    d * 2
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
-}
-
-fn iban_checksum(value: &str) -> bool {
-    let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
-    if !(15..=34).contains(&compact.len()) {
-        return false;
-    }
-    let (head, tail) = compact.split_at(4);
-    let mut remainder: u32 = 0;
-    for c in tail.chars().chain(head.chars()) {
-        let n = match c.to_digit(36) {
-            Some(n) => n,
-            None => return false,
-        };
-        remainder = if n < 10 { (remainder * 10 + n) % 97 } else { (remainder * 100 + n) % 97 };
-    }
-    remainder == 1
-}
-
-/// `2026-11-28`, `28.11.2026`, `11/28/2026`: numbers with separators that are dates, not phones.
-fn looks_like_date(value: &str) -> bool {
-    let parts: Vec<&str> = value.split(['-', '.', '/', ' ']).filter(|p| !p.is_empty()).collect();
-    parts.len() == 3
-        && parts.iter().any(|p| p.len() == 4 && (p.starts_with("19") || p.starts_with("20")))
-        && parts.iter().all(|p| p.len() <= 4)
+/// Whether `at` lies inside one of the sorted, disjoint `spans`.
+fn inside(spans: &[Range<usize>], at: usize) -> bool {
+    let i = spans.partition_point(|s| s.end <= at);
+    spans.get(i).is_some_and(|s| s.start <= at)
 }
 
 #[cfg(test)]
@@ -349,10 +366,28 @@ mod tests {
 
     #[test]
     fn checksums() {
+        use detect::{fr_nir, iban_checksum, luhn, uk_nino, us_ssn};
         assert!(luhn(&[4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]));
         assert!(!luhn(&[4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2]));
         assert!(iban_checksum("GB82 WEST 1234 5698 7654 32"));
+        assert!(iban_checksum("gb82 west 1234 5698 7654 32"));
         assert!(!iban_checksum("GB82 WEST 1234 5698 7654 33"));
+        assert!(us_ssn("123-45-6789"));
+        for bad in ["000-12-3456", "666-12-3456", "912-34-5678", "123-00-4567", "123-45-0000"] {
+            assert!(!us_ssn(bad), "{bad}");
+        }
+        assert!(uk_nino("AB 12 34 56 C"));
+        for bad in ["DA123456C", "AO123456C", "GB123456A", "AB123456E", "Ab123456C"] {
+            assert!(!uk_nino(bad), "{bad}");
+        }
+        // 1 85 05 78 006 084: key 97 - 1850578006084 mod 97 = 91.
+        assert!(fr_nir("1 85 05 78 006 084 91"));
+        assert!(!fr_nir("1 85 05 78 006 084 92"));
+        // Corsica: 2A counts as 19.
+        let body = "28505".to_owned() + "19" + "006084";
+        let key = 97 - body.parse::<u64>().unwrap() % 97;
+        assert!(fr_nir(&format!("2 85 05 2A 006 084 {key:02}")));
+        assert!(!fr_nir(&format!("2 85 05 2B 006 084 {key:02}")));
     }
 
     #[test]
