@@ -431,6 +431,36 @@ async fn on_the_real_model_a_blocking_tool_is_cut_off_and_a_huge_result_is_cut_t
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
+#[tokio::test]
+async fn on_the_real_model_decide_gives_the_call_without_running_it() {
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    let specialist = ModelSpecialist::builder("flights")
+        .model(support::smollm2())
+        .instructions("You find flights with flights.search.")
+        .tool_dyn(Arc::new(tool_fn(
+            "flights.search",
+            "Find flights between two cities on a day",
+            move |_: SearchFlights| {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                async move { Ok::<_, Fail>(json!(["SL311"])) }
+            },
+        )))
+        .output::<Reply>()
+        .build()
+        .unwrap();
+    let decided =
+        specialist.decide("Flights from Paris to Rome on Monday".to_string(), &RunContext::new()).await.unwrap();
+    match decided {
+        slm_agents::specialist::Decided::Calls(calls) => {
+            assert_eq!(calls[0].tool, "flights.search");
+            assert!(specialist.tools().validate("flights.search", &calls[0].arguments).is_ok());
+        }
+        slm_agents::specialist::Decided::Answer(_) => {}
+    }
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "deciding runs no tool");
+}
+
 mod scripted {
     use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@
 
 mod model;
 
-pub use model::{ModelSpecialist, ModelSpecialistBuilder, DEFAULT_MAX_TOOL_RESULT_BYTES};
+pub use model::{Decided, ModelSpecialist, ModelSpecialistBuilder, DEFAULT_MAX_TOOL_RESULT_BYTES};
 
 use serde::{Deserialize, Serialize};
 

@@ -411,6 +411,15 @@ fn describe_parameters(schema: &Value) -> String {
         .join(", ")
 }
 
+/// What a specialist's model decided on one turn, from [`ModelSpecialist::decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decided<O> {
+    /// It asks for these tool calls (not run).
+    Calls(Vec<ToolCall>),
+    /// It answers.
+    Answer(O),
+}
+
 /// What one model turn asked for.
 enum Turn {
     Call { tool: String, arguments: Value },
@@ -495,12 +504,66 @@ where
         })
     }
 
+    /// What the model decides on its first turn, without running anything: the tool calls it asks for, or its
+    /// answer. The call is made and recorded like any turn of [`run`](Agent::run). This is what an approval
+    /// step needs (show the call, run it only if a person agrees), and what evaluation scores.
+    ///
+    /// ```no_run
+    /// # async fn demo(flights: &slm_agents::specialist::ModelSpecialist) -> slm_agents::Result<()> {
+    /// use slm_agents::run::RunContext;
+    /// use slm_agents::specialist::Decided;
+    ///
+    /// match flights.decide("Tel Aviv to Paris on Friday".to_string(), &RunContext::new()).await? {
+    ///     Decided::Calls(calls) => println!("wants to call {}", calls[0].tool),
+    ///     Decided::Answer(answer) => println!("answers {answer:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`run`](Agent::run), for its first turn.
+    pub async fn decide(&self, input: I, ctx: &RunContext) -> Result<Decided<O>> {
+        let messages = vec![Message::system(self.system.clone()), Message::user(self.task_text(&input)?)];
+        let schema = if self.tools.is_empty() { &self.answer_turn } else { &self.decoding };
+        let request = Request::chat(messages)
+            .with_sampling(self.sampling)
+            .with_max_tokens(self.max_tokens)
+            .with_constraint(schema.constraint());
+        let decided = ctx
+            .model_call(&*self.model)
+            .caller(self.card_name())
+            .complete_parsed(request, |c| {
+                let turn = schema.json(c).map(parse_turn)?;
+                match turn {
+                    Some(Turn::Call { tool, arguments }) => {
+                        let calls = vec![ToolCall { tool, arguments }];
+                        Ok(Parsed { tool_calls: calls.clone(), value: Decided::Calls(calls) })
+                    }
+                    Some(Turn::Answer(answer)) => {
+                        let c = crate::model::Completion { text: answer.to_string(), ..c.clone() };
+                        Ok(Parsed::value(Decided::Answer(self.answer.parse::<O>(&c)?)))
+                    }
+                    None => Err(Error::Validation {
+                        type_name: format!("turn of {}", self.card_name()),
+                        reason: "neither a tool call nor an answer".into(),
+                        output: c.text.clone(),
+                    }),
+                }
+            })
+            .await;
+        decided.map(|(_, d)| d).map_err(|e| self.in_specialist(e))
+    }
+
+    fn task_text(&self, input: &I) -> Result<String> {
+        match serde_json::to_value(input) {
+            Ok(Value::String(s)) => Ok(s),
+            Ok(other) => Ok(other.to_string()),
+            Err(e) => Err(Error::InvalidRequest { reason: format!("input cannot be serialized: {e}") }),
+        }
+    }
+
     async fn run_loop(&self, input: I, ctx: &RunContext) -> Result<O> {
-        let task = match serde_json::to_value(&input) {
-            Ok(Value::String(s)) => s,
-            Ok(other) => other.to_string(),
-            Err(e) => return Err(Error::InvalidRequest { reason: format!("input cannot be serialized: {e}") }),
-        };
+        let task = self.task_text(&input)?;
         let mut messages = vec![Message::system(self.system.clone()), Message::user(task)];
         let mut tool_errors = 0;
         let mut done_calls: Vec<(String, Value)> = Vec::new();

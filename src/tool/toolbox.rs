@@ -38,7 +38,8 @@ impl Toolbox {
     ///
     /// # Errors
     /// [`Error::InvalidSetting`] if a tool of that name is already there, or the name is not made of letters,
-    /// digits, `_` and `-`; [`Error::Schema`] if its argument schema is not valid.
+    /// digits, `_`, `-` and `.` (dotted names, as MCP servers and BFCL use them, are kept as they are: the model
+    /// writes the name inside a JSON string, where a dot is an ordinary character); [`Error::Schema`] if its argument schema is not valid.
     pub fn with<T: Tool>(self, tool: T) -> Result<Self> {
         self.with_dyn(Arc::new(tool))
     }
@@ -49,10 +50,11 @@ impl Toolbox {
     /// As [`with`](Self::with).
     pub fn with_dyn(mut self, tool: Arc<dyn DynTool>) -> Result<Self> {
         let name = tool.name().to_owned();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
             return Err(Error::InvalidSetting {
                 setting: "tool name",
-                reason: format!("`{name}` must be letters, digits, `_` or `-`"),
+                reason: format!("`{name}` must be 1 to 128 letters, digits, `_`, `-` or `.`"),
             });
         }
         if self.tools.contains_key(&name) {
