@@ -30,7 +30,7 @@ const MARK: &str = "FUZZ-OUTCOME ";
 fn fuzz_child() {
     let Some(path) = std::env::var_os("SLM_FUZZ_FILE") else { return };
     let outcome = match LlamaModel::builder(PathBuf::from(path)).threads(1).slots(1).context_size(128).load() {
-        Err(e) => format!("refused {:?}", e.kind()),
+        Err(e) => format!("refused: {}", variant(&e)),
         Ok(model) => {
             let raw = futures::executor::block_on(model.complete(Request::raw("Hello").with_max_tokens(2))).map(|_| ());
             let chat = if model.has_chat_template() {
@@ -41,11 +41,21 @@ fn fuzz_child() {
             };
             match raw.and(chat) {
                 Ok(()) => "answered".to_owned(),
-                Err(e) => format!("loaded, request failed {:?}", e.kind()),
+                Err(e) => format!("loaded, request failed: {}", variant(e.root())),
             }
         }
     };
     println!("{MARK}{outcome}");
+}
+
+/// The error's variant name (`InvalidMetadata`, ...), and the key for metadata refusals.
+fn variant(e: &slm_agents::Error) -> String {
+    let debug = format!("{e:?}");
+    let name = debug.split([' ', '{', '(']).next().unwrap_or_default().to_owned();
+    match e {
+        slm_agents::Error::InvalidMetadata { key, .. } => format!("{name} {key}"),
+        _ => name,
+    }
 }
 
 /// A small deterministic generator (xorshift64*).
@@ -220,6 +230,133 @@ fn cases(default: usize) -> usize {
 
 fn seed() -> u64 {
     std::env::var("SLM_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_2026)
+}
+
+/// Values that aborted, hung or threw in an outside fuzzing run or in a reading of llama.cpp, and neighbours of
+/// them: each file is loaded and asked in a child process; none may abort or hang.
+#[test]
+fn the_regression_corpus_never_aborts_or_hangs() {
+    if std::env::var_os("SLM_FUZZ_FILE").is_some() {
+        return;
+    }
+    let base = Gguf::read(&support::smollm2_path());
+    let dir = fuzz_dir();
+    let path = dir.join("regression.gguf");
+    type Edit = fn(&mut Gguf);
+    let corpus: Vec<(&str, Edit)> = vec![
+        ("tokenizer t5", |g| {
+            g.set_str("tokenizer.ggml.model", "t5");
+        }),
+        ("tokenizer bert", |g| {
+            g.set_str("tokenizer.ggml.model", "bert");
+        }),
+        ("tokenizer plamo2", |g| {
+            g.set_str("tokenizer.ggml.model", "plamo2");
+        }),
+        ("tokenizer rwkv", |g| {
+            g.set_str("tokenizer.ggml.model", "rwkv");
+        }),
+        ("tokenizer llama on BPE", |g| {
+            g.set_str("tokenizer.ggml.model", "llama");
+        }),
+        ("tokenizer none", |g| {
+            g.set_str("tokenizer.ggml.model", "none");
+        }),
+        ("tokenizer unknown", |g| {
+            g.set_str("tokenizer.ggml.model", "gpt3");
+        }),
+        ("pre-tokenizer unknown", |g| {
+            g.set_str("tokenizer.ggml.pre", "no-such-pre");
+        }),
+        ("bos out of range, added", |g| {
+            g.set_u32("tokenizer.ggml.bos_token_id", 999_999);
+            g.set("tokenizer.ggml.add_bos_token", 7, vec![1]);
+        }),
+        ("eos out of range", |g| {
+            g.set_u32("tokenizer.ggml.eos_token_id", 999_999);
+        }),
+        ("duplicate token", |g| {
+            let t = g.token(5000);
+            g.set_token(5001, &t);
+        }),
+        ("empty token", |g| {
+            g.set_token(5001, "");
+        }),
+        ("layers 0", |g| {
+            g.set_u32("llama.block_count", 0);
+        }),
+        ("layers 513", |g| {
+            g.set_u32("llama.block_count", 513);
+        }),
+        ("experts without used", |g| {
+            g.set_u32("llama.expert_count", 8);
+        }),
+        ("used without experts", |g| {
+            g.set_u32("llama.expert_used_count", 2);
+        }),
+        ("experts max", |g| {
+            g.set_u32("llama.expert_count", u32::MAX).set_u32("llama.expert_used_count", 1);
+        }),
+        ("rope scaling empty", |g| {
+            g.set_str("llama.rope.scaling.type", "");
+        }),
+        ("rope scaling unknown", |g| {
+            g.set_str("llama.rope.scaling.type", "cubic");
+        }),
+        ("rope freq base 0", |g| {
+            g.set_f32("llama.rope.freq_base", 0.0);
+        }),
+        ("rope dims odd", |g| {
+            g.set_u32("llama.rope.dimension_count", 33);
+        }),
+        ("eps negative", |g| {
+            g.set_f32("llama.attention.layer_norm_rms_epsilon", -1e-5);
+        }),
+        ("eps NaN", |g| {
+            g.set_f32("llama.attention.layer_norm_rms_epsilon", f32::NAN);
+        }),
+        ("eps inf", |g| {
+            g.set_f32("llama.attention.layer_norm_rms_epsilon", f32::INFINITY);
+        }),
+        ("heads 0", |g| {
+            g.set_u32("llama.attention.head_count", 0);
+        }),
+        ("kv heads 0", |g| {
+            g.set_u32("llama.attention.head_count_kv", 0);
+        }),
+        ("context 0", |g| {
+            g.set_u32("llama.context_length", 0);
+        }),
+        ("embedding 0", |g| {
+            g.set_u32("llama.embedding_length", 0);
+        }),
+        ("template bomb", |g| {
+            g.set_str("tokenizer.chat_template", "{{ 'x' * 100000000 }}");
+        }),
+        ("template loop", |g| {
+            g.set_str("tokenizer.chat_template", "{% for i in range(100000000) %}x{% endfor %}");
+        }),
+        ("architecture unknown", |g| {
+            g.set_str("general.architecture", "no-such-arch");
+        }),
+        ("alignment 3", |g| {
+            g.set_u32("general.alignment", 3);
+        }),
+    ];
+    let mut bad = Vec::new();
+    for (label, edit) in corpus {
+        let mut g = base.clone();
+        edit(&mut g);
+        g.write(&path);
+        let outcome = run_child(&path);
+        eprintln!("  {label:28} {outcome}");
+        if outcome.starts_with("ABORTED") || outcome == "HUNG" {
+            bad.push(format!("{label}: {outcome}"));
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(&dir);
+    assert!(bad.is_empty(), "{bad:?}");
 }
 
 #[test]

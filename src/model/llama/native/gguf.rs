@@ -473,23 +473,29 @@ fn check_metadata(meta: &std::collections::HashMap<String, Value>, arch: &str) -
         }
     }
 
-    check_vocabulary(meta)
+    check_vocabulary(meta, arch)
 }
 
 /// The tokenizer: a model llama.cpp can run, and a vocabulary it can index.
-fn check_vocabulary(meta: &std::collections::HashMap<String, Value>) -> std::result::Result<(), Refusal> {
+fn check_vocabulary(meta: &std::collections::HashMap<String, Value>, arch: &str) -> std::result::Result<(), Refusal> {
     let model = match meta.get("tokenizer.ggml.model") {
         Some(Value::Str(m)) => m.as_str(),
         Some(other) => return Err(("tokenizer.ggml.model".into(), other.shown(), "must be a string".into())),
         None => return Ok(()),
     };
-    // "none"/"no_vocab" abort on the first tokenization; "rwkv" loops forever on a vocabulary not made for it;
-    // the others are not text-generation tokenizers this crate runs.
-    if !["llama", "gpt2", "bert", "t5"].contains(&model) {
+    // "none"/"no_vocab" abort on the first tokenization; "rwkv" loops forever on a vocabulary not made for it,
+    // so it is taken only from the RWKV family, and PLaMo's tokenizer only from PLaMo models.
+    let own = match model {
+        "llama" | "gpt2" | "bert" | "t5" => true,
+        "rwkv" => arch.contains("rwkv"),
+        "plamo2" => arch.starts_with("plamo"),
+        _ => false,
+    };
+    if !own {
         return Err((
             "tokenizer.ggml.model".into(),
             format!("{model:?}"),
-            "the tokenizer must be llama, gpt2, bert or t5 for a model that generates text".into(),
+            format!("a `{arch}` model that generates text needs the llama, gpt2, bert or t5 tokenizer"),
         ));
     }
     let Some(Value::Strs(tokens)) = meta.get("tokenizer.ggml.tokens") else {
