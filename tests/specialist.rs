@@ -397,13 +397,14 @@ async fn on_the_real_model_a_blocking_tool_is_cut_off_and_a_huge_result_is_cut_t
         .max_tool_errors(0)
         .build()
         .unwrap();
-    let started = std::time::Instant::now();
     let result = blocking.run("Flights from Paris to Rome on Monday".to_string(), &ctx).await;
     let calls = events.tool_calls();
     assert!(!calls.is_empty(), "the model called the tool");
     assert!(matches!(result, Err(slm_agents::Error::Tool { .. })), "{result:?}");
     assert!(calls[0].result.is_none());
-    assert!(started.elapsed() < std::time::Duration::from_millis(2500), "held {:?}", started.elapsed());
+    // The tool call itself was cut off at its timeout, not after the tool's 3 s (the model's turns around it
+    // take what they take on a busy machine).
+    assert!(calls[0].latency < std::time::Duration::from_millis(2000), "held {:?}", calls[0].latency);
 
     // A tool that returns about 5 MB: the model sees 2 KB of it, with the tool named.
     let huge = ModelSpecialist::builder("hotels")
@@ -419,7 +420,6 @@ async fn on_the_real_model_a_blocking_tool_is_cut_off_and_a_huge_result_is_cut_t
         .unwrap();
     let events = Arc::new(MemoryRecorder::default());
     let ctx = RunContext::new().with_recorder(events.clone());
-    let started = std::time::Instant::now();
     let _ = huge.run("A hotel in Rome for 2 nights".to_string(), &ctx).await;
     let calls = events.tool_calls();
     let call = calls.first().expect("the model called the tool");
@@ -428,7 +428,6 @@ async fn on_the_real_model_a_blocking_tool_is_cut_off_and_a_huge_result_is_cut_t
     let next = events.model_calls();
     assert!(next.len() >= 2);
     assert!(next[1].messages.iter().all(|m| m.content.len() < 4096));
-    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
