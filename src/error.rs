@@ -17,7 +17,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | [`ErrorKind`] | variants | what a host does |
 /// |---|---|---|
 /// | `Load` | `ModelFile`, `InvalidGguf`, `InvalidMetadata`, `UnsupportedArchitecture`, `ModelLoad`, `Adapter`, `NoChatTemplate` | fix the file or pick another model |
-/// | `Config` | `InvalidSetting`, `InvalidRequest`, `Schema`, `Graph`, `Unavailable` | fix the code |
+/// | `Config` | `InvalidSetting`, `InvalidRequest`, `Schema`, `Graph`, `Unavailable`, `Dataset` | fix the code (or the data file) |
 /// | `Generation` | `Template`, `PromptTooLong`, `PromptTooLarge`, `Decode`, `Backend`, `WorkerStopped`, `Busy` | shorten the prompt, retry, or restart the model |
 /// | `InvalidOutput` | `Validation`, `Deserialize`, `Incomplete` ([`is_invalid_output`](Error::is_invalid_output)) | retry, or escalate to a larger model |
 /// | `Orchestration` | `Tool`, `MaxSteps`, `Specialist`, `Plan`, `Node`, `NodeTimeout`, `NodePanicked` | look at the cause: [`root`](Error::root) |
@@ -333,6 +333,16 @@ pub enum Error {
         model: String,
     },
 
+    /// A file of evaluation cases (JSON Lines of [`Case`](crate::eval::Case)s, or a BFCL file) cannot be read or
+    /// is malformed.
+    #[error("data set {}: {reason}", path.display())]
+    Dataset {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the line number, from 1, where it is one line).
+        reason: String,
+    },
+
     /// A part of the crate that this build does not include was asked for (a cargo feature is off).
     #[error("{what} needs the cargo feature `{feature}`")]
     Unavailable {
@@ -380,7 +390,8 @@ impl Error {
             | Self::InvalidRequest { .. }
             | Self::Schema { .. }
             | Self::Graph { .. }
-            | Self::Unavailable { .. } => ErrorKind::Config,
+            | Self::Unavailable { .. }
+            | Self::Dataset { .. } => ErrorKind::Config,
             Self::Template { .. }
             | Self::PromptTooLong { .. }
             | Self::PromptTooLarge { .. }

@@ -5,6 +5,7 @@
 
 pub mod agent;
 mod error;
+pub mod eval;
 pub mod graph;
 pub mod ledger;
 pub mod model;

@@ -256,6 +256,64 @@ where
     }
 }
 
+/// A tool that is only declared: a name, a description and a JSON Schema of its arguments, with nothing behind
+/// it; from [`declared`].
+///
+/// A specialist offers it to its model like any tool, and [`ModelSpecialist::decide`](crate::specialist::ModelSpecialist::decide)
+/// returns the calls the model makes of it; calling it fails with a [`ToolError`] saying it is declared only.
+/// This is what evaluation needs (the cases of a benchmark describe their tools by schema), and what a host
+/// needs to show a model tools it runs elsewhere.
+#[derive(Debug, Clone)]
+pub struct DeclaredTool {
+    name: String,
+    description: String,
+    parameters: Value,
+}
+
+/// Declares a tool from its name, description and JSON Schema of its arguments, without an implementation.
+///
+/// ```
+/// use slm_agents::tool::{declared, DynTool, Toolbox};
+///
+/// let area = declared(
+///     "geometry.triangle_area",
+///     "Area of a triangle from its base and height",
+///     serde_json::json!({
+///         "type": "object",
+///         "properties": { "base": { "type": "number" }, "height": { "type": "number" } },
+///         "required": ["base", "height"]
+///     }),
+/// );
+/// let tools = Toolbox::new().with_dyn(std::sync::Arc::new(area.clone())).unwrap();
+/// assert!(tools.validate("geometry.triangle_area", &serde_json::json!({"base": 10, "height": 5})).is_ok());
+/// let err = futures::executor::block_on(area.call_json(serde_json::json!({"base": 10, "height": 5})));
+/// assert!(err.unwrap_err().full_message().contains("declared only"));
+/// ```
+pub fn declared(name: impl Into<String>, description: impl Into<String>, parameters: Value) -> DeclaredTool {
+    DeclaredTool { name: name.into(), description: description.into(), parameters }
+}
+
+/// Why a [`DeclaredTool`] cannot run.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is declared only: it has no implementation to run")]
+struct DeclaredOnly(String);
+
+#[async_trait::async_trait]
+impl DynTool for DeclaredTool {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+    fn parameters(&self) -> Value {
+        self.parameters.clone()
+    }
+    async fn call_json(&self, _arguments: Value) -> Result<Value, ToolError> {
+        Err(ToolError::Failed(Box::new(DeclaredOnly(self.name.clone()))))
+    }
+}
+
 /// A tool made from a blocking closure by [`tool_fn_blocking`].
 pub struct BlockingFnTool<A, O, E, F> {
     name: String,

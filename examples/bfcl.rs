@@ -1,0 +1,86 @@
+//! BFCL v4 on a small model: a category's cases through the default evaluation specialist, scored like
+//! BFCL's AST checker.
+//!
+//! ```text
+//! scripts/fetch-bfcl.sh   # once: the data into models/bfcl
+//! cargo run --release --example bfcl -- --category simple_python --ids 0-199 \
+//!     [--model PATH] [--threads N] [--concurrency N] [--json] [--out results.jsonl]
+//! ```
+//!
+//! Without `--ids`, the category's development split is run. Keep to it while tuning anything (see
+//! docs/eval.md): the rest of each category is for final figures only.
+
+use std::sync::Arc;
+
+use slm_agents::eval::{bfcl, Evaluation, Outcome};
+use slm_agents::prelude::*;
+
+const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const USAGE: &str = "usage: bfcl [--category NAME] [--ids A-B] [--model PATH] [--threads N] [--concurrency N] \
+                     [--json] [--out results.jsonl]";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut category = "simple_python".to_owned();
+    let mut ids = None;
+    let mut model_path = DEFAULT_MODEL.to_owned();
+    let mut threads = None;
+    let mut concurrency = 4usize;
+    let mut json = false;
+    let mut out = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--category" => category = args.next().ok_or("--category needs a name")?,
+            "--ids" => ids = Some(bfcl::parse_ids(&args.next().ok_or("--ids needs a range like 0-199")?)?),
+            "--model" => model_path = args.next().ok_or("--model needs a path")?,
+            "--threads" => threads = Some(args.next().ok_or("--threads needs a number")?.parse::<usize>()?),
+            "--concurrency" => concurrency = args.next().ok_or("--concurrency needs a number")?.parse()?,
+            "--json" => json = true,
+            "--out" => out = Some(args.next().ok_or("--out needs a path")?),
+            "-h" | "--help" => {
+                eprintln!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
+        }
+    }
+    let split = bfcl::dev_split(&category)
+        .ok_or_else(|| format!("unknown category `{category}`; one of {:?}", bfcl::CATEGORIES))?;
+    let ids = ids.unwrap_or_else(|| split.clone());
+    if ids.start() < split.start() || ids.end() > split.end() {
+        eprintln!("warning: ids {ids:?} go outside the development split {split:?} of {category}");
+    }
+
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/bfcl");
+    let cases = bfcl::filter_ids(bfcl::load(&data, &category)?, &ids);
+    eprintln!("{category}: {} cases (ids {}-{})", cases.len(), ids.start(), ids.end());
+
+    let mut builder = LlamaModel::builder(&model_path);
+    if let Some(t) = threads {
+        builder = builder.threads(t);
+    }
+    let model: Arc<dyn LanguageModel> = Arc::new(builder.load()?);
+
+    let evaluation = Evaluation::new(cases).on_progress(|done, total, result| {
+        if done % 10 == 0 || done == total {
+            let what = match &result.outcome {
+                Outcome::Calls(calls) => format!("{} call(s)", calls.len()),
+                Outcome::Answer(_) => "answer".to_owned(),
+                Outcome::Error { kind, .. } => format!("error ({kind})"),
+            };
+            eprintln!("{done:>4}/{total}  last: {} {what}: {}", result.id, result.verdict.reason);
+        }
+    });
+    let report = futures::executor::block_on(evaluation.run(model, concurrency));
+
+    if let Some(path) = out {
+        report.write_jsonl(&path)?;
+        eprintln!("per-case results in {path}");
+    }
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
