@@ -189,7 +189,10 @@ pub enum Error {
     },
 
     /// Generation ended (token limit or context full) before the constrained output was complete.
-    #[error("output for `{type_name}` was cut off after {completion_tokens} tokens")]
+    #[error(
+        "output for `{type_name}` was cut off after {completion_tokens} tokens (raise the token limit, or bound \
+         the strings and arrays of its schema)"
+    )]
     Incomplete {
         /// The Rust type that was requested.
         type_name: String,

@@ -346,8 +346,11 @@ where
             "additionalProperties": false,
         });
         turns.push(answer_object.clone());
-        let decoding = OutputSchema::from_value(format!("turn of {name}"), json!({ "anyOf": turns }))?;
-        let answer_turn = OutputSchema::from_value(format!("answer of {name}"), answer_object)?;
+        let decoding = OutputSchema::from_value(
+            format!("reply of specialist {name} (a tool call or its answer)"),
+            json!({ "anyOf": turns }),
+        )?;
+        let answer_turn = OutputSchema::from_value(format!("answer of specialist {name}"), answer_object)?;
         let system = system_prompt(&self.instructions, &tools);
         Ok(ModelSpecialist {
             card: self.card,
@@ -544,7 +547,7 @@ where
                         Ok(Parsed::value(Decided::Answer(self.answer.parse::<O>(&c)?)))
                     }
                     None => Err(Error::Validation {
-                        type_name: format!("turn of {}", self.card_name()),
+                        type_name: format!("reply of specialist {}", self.card_name()),
                         reason: "neither a tool call nor an answer".into(),
                         output: c.text.clone(),
                     }),
@@ -642,7 +645,7 @@ where
                 }
                 None => {
                     return Err(Error::Validation {
-                        type_name: format!("turn of {}", self.card_name()),
+                        type_name: format!("reply of specialist {}", self.card_name()),
                         reason: "neither a tool call nor an answer".into(),
                         output: completion.text,
                     })
