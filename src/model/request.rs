@@ -75,7 +75,10 @@ pub enum Prompt {
 
 /// How the next token is picked.
 ///
-/// The default is greedy decoding, which is deterministic.
+/// The default is greedy decoding: the most likely token at every step. It repeats exactly for the same model,
+/// prompt, thread count and batch layout, but not across them: llama.cpp adds floating-point numbers in an order
+/// that depends on the threads and on which requests share a batch, and where two tokens are nearly tied the
+/// choice can flip (seen on some prompts between 1 and 2 threads). A seeded sampler has the same limits.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     /// Softmax temperature; `0.0` means greedy (always the most likely token).
@@ -84,7 +87,8 @@ pub struct Sampling {
     pub top_p: f32,
     /// Keep only the `top_k` most likely tokens before sampling (`0` = off).
     pub top_k: u32,
-    /// Seed of the random generator; the same seed and request give the same output.
+    /// Seed of the random generator; the same seed and request give the same output (on the same threads and
+    /// batch layout, as for greedy decoding).
     pub seed: u64,
 }
 
