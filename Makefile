@@ -14,7 +14,6 @@ models: deps
 
 # What only the tests need: small LoRA adapters, and a llama-cpp-python server for the remote-model tests.
 test-deps: models
-	scripts/fetch-bfcl.sh
 	scripts/make-test-adapters.sh
 	scripts/install-test-server.sh
 
