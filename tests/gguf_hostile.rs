@@ -55,6 +55,16 @@ fn a_duplicate_token_string_is_refused() {
 }
 
 #[test]
+fn a_token_that_equals_another_up_to_a_nul_byte_is_refused() {
+    // llama.cpp reads token strings as C strings: "ab\0x" is "ab" to it, a duplicate of "ab" (found by fuzzing
+    // Gemma: a single byte set to 0 in the vocabulary).
+    let mut g = smollm2();
+    let other = g.token(1001);
+    g.set_token(1000, &format!("{other}\0x"));
+    assert_refused(&g, "dup-token-nul", "tokenizer.ggml.tokens");
+}
+
+#[test]
 fn layer_counts_llama_cpp_asserts_on_are_refused() {
     for (n, name) in [(0, "layers-0"), (513, "layers-513"), (u32::MAX, "layers-max")] {
         let mut g = smollm2();

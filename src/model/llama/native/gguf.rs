@@ -140,12 +140,17 @@ impl Reader {
         Ok(())
     }
 
+    /// A string as llama.cpp sees it: it reads GGUF strings as C strings, so a NUL byte ends them (a key, a
+    /// value or a token with a NUL inside is, to llama.cpp, its part before the NUL).
     fn string(&mut self, what: &str) -> Result<String> {
         let len = self.u64(what)?;
         self.need(len, what)?;
         let mut buf = vec![0u8; usize::try_from(len).map_err(|_| self.invalid("string too long"))?];
         self.inner.read_exact(&mut buf).map_err(|source| Error::ModelFile { path: self.path.clone(), source })?;
         self.pos += len;
+        if let Some(nul) = buf.iter().position(|&b| b == 0) {
+            buf.truncate(nul);
+        }
         String::from_utf8(buf).map_err(|_| self.invalid(format!("{what} is not UTF-8")))
     }
 
