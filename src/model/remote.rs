@@ -1127,19 +1127,7 @@ async fn on_pool<T: Send + 'static>(
 /// The request's texts under the model's own policy: refused, redacted (with what to restore the answer with)
 /// or as they are.
 fn guard(inner: &Inner, request: &mut Request) -> Result<Option<Redaction>> {
-    let mut texts: Vec<&mut String> = match &mut request.prompt {
-        Prompt::Chat(messages) => messages.iter_mut().map(|m| &mut m.content).collect(),
-        Prompt::Raw(text) => vec![text],
-    };
-    inner.privacy.apply(&inner.name, &mut texts)
-}
-
-fn restore(redaction: Option<&Redaction>, mut completion: Completion) -> Completion {
-    if let Some(r) = redaction {
-        completion.text = r.restore(&completion.text);
-        completion.redactions.extend(r.replaced());
-    }
-    completion
+    inner.privacy.apply(&inner.name, &mut request.prompt.texts_mut())
 }
 
 #[async_trait::async_trait]
@@ -1156,7 +1144,7 @@ impl LanguageModel for RemoteModel {
         request.sampling.check()?;
         let redaction = guard(&self.inner, &mut request)?;
         let completion = on_pool(&self.inner, move |inner, cancelled| inner.complete(&request, cancelled)).await?;
-        Ok(restore(redaction.as_ref(), completion))
+        Ok(completion.restored(redaction.as_ref()))
     }
 
     fn stream(&self, mut request: Request) -> TokenStream {
@@ -1185,7 +1173,7 @@ impl LanguageModel for RemoteModel {
         match submitted {
             // Pieces go out as they come, with placeholders (a value split over pieces cannot be restored piece
             // by piece); the finished completion has the values back.
-            Ok(()) => TokenStream::new(rx).map_completion(move |c| restore(redaction.as_ref(), c)),
+            Ok(()) => TokenStream::new(rx).map_completion(move |c| c.restored(redaction.as_ref())),
             Err(e) => TokenStream::failed(e),
         }
     }

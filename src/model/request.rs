@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::privacy::PiiKind;
+use crate::privacy::{PiiKind, Redaction};
 
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,6 +71,16 @@ pub enum Prompt {
     Chat(Vec<Message>),
     /// Raw text, tokenized as it is (works for base models without a chat template).
     Raw(String),
+}
+
+impl Prompt {
+    /// The texts a model would be sent, to redact in place (message contents, or the raw prompt).
+    pub(crate) fn texts_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            Prompt::Chat(messages) => messages.iter_mut().map(|m| &mut m.content).collect(),
+            Prompt::Raw(text) => vec![text],
+        }
+    }
 }
 
 /// How the next token is picked.
@@ -302,6 +312,18 @@ pub struct Completion {
     /// value); the text has the original values back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redactions: Vec<(PiiKind, String)>,
+}
+
+impl Completion {
+    /// The completion with the values a redaction replaced put back, and what was replaced added to its
+    /// record (unchanged without a redaction).
+    pub(crate) fn restored(mut self, redaction: Option<&Redaction>) -> Self {
+        if let Some(r) = redaction {
+            self.text = r.restore(&self.text);
+            self.redactions.extend(r.replaced());
+        }
+        self
+    }
 }
 
 /// The log-probability of one generated token, with the most likely alternatives at that step.

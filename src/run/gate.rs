@@ -106,7 +106,7 @@ impl<'a> ModelCall<'a> {
     ) -> Result<(Completion, T)> {
         let (record, request) = self.start(request);
         let result = match request {
-            Ok((request, redaction)) => self.model.complete(request).await.map(|c| restore(redaction.as_ref(), c)),
+            Ok((request, redaction)) => self.model.complete(request).await.map(|c| c.restored(redaction.as_ref())),
             Err(e) => Err(e),
         };
         let (outcome, tool_calls, value) = match &result {
@@ -132,7 +132,7 @@ impl<'a> ModelCall<'a> {
         // Pieces reach the reader with placeholders (a value may be split over pieces); the finished
         // completion has the values back.
         let stream = match redaction {
-            Some(r) => stream.map_completion(move |c| restore(Some(&r), c)),
+            Some(r) => stream.map_completion(move |c| c.restored(Some(&r))),
             None => stream,
         };
         stream.on_end(move |end| {
@@ -205,22 +205,9 @@ impl<'a> ModelCall<'a> {
             return (pending, Ok((request, None)));
         }
         // Applied here, before any model is called, so that it holds for every remote model, ours or a host's.
-        let mut texts: Vec<&mut String> = match &mut request.prompt {
-            Prompt::Chat(messages) => messages.iter_mut().map(|m| &mut m.content).collect(),
-            Prompt::Raw(text) => vec![text],
-        };
-        let redaction = self.ctx.privacy().apply(self.model.name(), &mut texts);
+        let redaction = self.ctx.privacy().apply(self.model.name(), &mut request.prompt.texts_mut());
         (pending, redaction.map(|r| (request, r)))
     }
-}
-
-/// Puts the redacted values back into a completion and adds what was replaced to its record.
-fn restore(redaction: Option<&Redaction>, mut completion: Completion) -> Completion {
-    if let Some(r) = redaction {
-        completion.text = r.restore(&completion.text);
-        completion.redactions.extend(r.replaced());
-    }
-    completion
 }
 
 /// What is known of a call when it starts.
