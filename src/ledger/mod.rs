@@ -57,15 +57,6 @@ enum Message {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Message::Record(_) => "Record",
-            Message::Flush(_) => "Flush",
-        })
-    }
-}
-
 impl JsonlLedger {
     /// Opens (or creates) the file for appending and starts its writer thread.
     ///

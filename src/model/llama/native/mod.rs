@@ -507,15 +507,24 @@ impl Prep {
                 if sink.is_closed() {
                     return; // The caller has gone.
                 }
-                match self.job(*request, &lanes) {
-                    Ok(job) => {
-                        let (lane, job) = job;
-                        let job = Job::Generate(Box::new(GenerateJob { sink, submitted, ..job }));
-                        if futures::executor::block_on(submit(&lanes[lane], job)).is_err() {
-                            tracing::warn!(model = %self.name, "a lane has stopped");
-                        }
-                    }
-                    Err(e) => sink.finish(Err(e)),
+                let (prompt, matcher) = match self.prepare(&request) {
+                    Ok(prepared) => prepared,
+                    Err(e) => return sink.finish(Err(e)),
+                };
+                let lane = pick_lane(&lanes, &prompt);
+                let job = Job::Generate(Box::new(GenerateJob {
+                    prompt,
+                    sampling: request.sampling,
+                    max_tokens: request.max_tokens as usize,
+                    stop: request.stop,
+                    matcher,
+                    logprobs: request.logprobs,
+                    sink,
+                    submitted,
+                    ticket: lanes[lane].view.ticket(),
+                }));
+                if futures::executor::block_on(submit(&lanes[lane], job)).is_err() {
+                    tracing::warn!(model = %self.name, "a lane has stopped");
                 }
             }
             Work::Embed { texts, lanes, reply, _at_desk } => {
@@ -650,31 +659,15 @@ impl Prep {
         Ok(matcher)
     }
 
-    /// Checks and prepares a generation: the job (with a placeholder sink) and the lane it goes to.
-    fn job(&self, request: Request, lanes: &[Arc<Lane>]) -> Result<(usize, GenerateJob)> {
+    /// Checks a generation request and prepares its prompt tokens and grammar.
+    fn prepare(&self, request: &Request) -> Result<(Vec<LlamaToken>, Option<Matcher>)> {
         request.sampling.check()?;
         if request.max_tokens == 0 {
             return Err(Error::InvalidRequest { reason: "max_tokens must be at least 1".into() });
         }
         let prompt = self.prompt_tokens(&request.prompt)?;
         let matcher = request.constraint.as_ref().map(|c| self.matcher(c)).transpose()?;
-        let lane = pick_lane(lanes, &prompt);
-        let ticket = lanes[lane].view.ticket();
-        let (placeholder, _) = oneshot::channel();
-        Ok((
-            lane,
-            GenerateJob {
-                prompt,
-                sampling: request.sampling,
-                max_tokens: request.max_tokens as usize,
-                stop: request.stop,
-                matcher,
-                logprobs: request.logprobs,
-                sink: Sink::Once(placeholder),
-                submitted: Instant::now(),
-                ticket,
-            },
-        ))
+        Ok((prompt, matcher))
     }
 }
 
