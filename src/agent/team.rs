@@ -282,7 +282,7 @@ impl<O: Clone + Send + Sync + 'static> Team<O> {
             .complete_parsed(request, |c| {
                 let plan = self.plan_schema.parse::<Plan>(c)?;
                 self.check(&plan)?;
-                Ok(Parsed::value(plan))
+                Ok(Parsed::value(plan).validated(true))
             })
             .await
             .map(|(_, plan)| plan)

@@ -18,12 +18,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use report::{CategoryScore, Report, Summary};
+pub use report::{CategoryScore, Report, Summary, Threshold};
 pub use score::{score, standardize, Verdict};
 
 use crate::model::{LanguageModel, Message, Role};
 use crate::run::{MemoryRecorder, RunContext};
-use crate::specialist::{Decided, ModelSpecialist};
+use crate::specialist::{Decided, ModelSpecialist, ModelSpecialistBuilder};
 use crate::tool::{declared, ToolCall};
 use crate::{Error, Result};
 
@@ -174,6 +174,14 @@ pub struct CaseResult {
     pub prompt_tokens: usize,
     /// Generated tokens of the model calls.
     pub completion_tokens: usize,
+    /// The probability the model gave to calling a tool rather than answering
+    /// ([`Decision::call_probability`](crate::specialist::Decision::call_probability)), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_probability: Option<f64>,
+    /// How much the request is about the best-matching tool
+    /// ([`Decision::relevance`](crate::specialist::Decision::relevance)), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relevance: Option<f64>,
     /// The model's name, as the recorded calls give it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -193,15 +201,18 @@ impl CaseResult {
 /// As [`ModelSpecialistBuilder::build`](crate::specialist::ModelSpecialistBuilder::build): a tool name that is
 /// not allowed, two tools of one name, a schema that cannot be used.
 pub fn default_specialist(case: &Case, model: Arc<dyn LanguageModel>) -> Result<ModelSpecialist> {
-    specialist_for(case, model, DEFAULT_INSTRUCTIONS)
+    specialist_builder(case, model).instructions(DEFAULT_INSTRUCTIONS).build()
 }
 
-fn specialist_for(case: &Case, model: Arc<dyn LanguageModel>, instructions: &str) -> Result<ModelSpecialist> {
-    let mut builder = ModelSpecialist::builder("eval").model_arc(model).instructions(instructions);
+/// The builder of [`default_specialist`] before its instructions are set: a specialist named `eval` on
+/// `model` with the case's tools declared. Set anything else (instructions, [`ToolFormat`](crate::specialist::ToolFormat),
+/// call threshold, token limit) and build it.
+pub fn specialist_builder(case: &Case, model: Arc<dyn LanguageModel>) -> ModelSpecialistBuilder {
+    let mut builder = ModelSpecialist::builder("eval").model_arc(model);
     for tool in &case.tools {
         builder = builder.tool_dyn(Arc::new(declared(&tool.name, &tool.description, tool.parameters.clone())));
     }
-    builder.build()
+    builder
 }
 
 /// Reads cases from a JSON Lines file (one [`Case`] a line; blank lines are skipped).
@@ -223,6 +234,7 @@ pub fn read_cases(path: impl AsRef<Path>) -> Result<Vec<Case>> {
 }
 
 type Progress = Box<dyn Fn(usize, usize, &CaseResult) + Send + Sync>;
+type Configure = Box<dyn Fn(ModelSpecialistBuilder) -> ModelSpecialistBuilder + Send + Sync>;
 
 /// Runs cases through a specialist, concurrently, and scores them.
 ///
@@ -233,6 +245,7 @@ type Progress = Box<dyn Fn(usize, usize, &CaseResult) + Send + Sync>;
 pub struct Evaluation {
     cases: Vec<Case>,
     instructions: String,
+    configure: Option<Configure>,
     progress: Option<Progress>,
 }
 
@@ -245,7 +258,7 @@ impl std::fmt::Debug for Evaluation {
 impl Evaluation {
     /// An evaluation of these cases.
     pub fn new(cases: Vec<Case>) -> Self {
-        Self { cases, instructions: DEFAULT_INSTRUCTIONS.to_owned(), progress: None }
+        Self { cases, instructions: DEFAULT_INSTRUCTIONS.to_owned(), configure: None, progress: None }
     }
 
     /// The cases.
@@ -256,6 +269,23 @@ impl Evaluation {
     /// The instructions of the default specialist of [`run`](Self::run) (default [`DEFAULT_INSTRUCTIONS`]).
     pub fn instructions(mut self, instructions: impl Into<String>) -> Self {
         self.instructions = instructions.into();
+        self
+    }
+
+    /// Sets up the default specialist of [`run`](Self::run) further, after its tools and instructions: a
+    /// [`ToolFormat`](crate::specialist::ToolFormat), a call threshold, a token limit.
+    ///
+    /// ```
+    /// use slm_agents::eval::Evaluation;
+    /// use slm_agents::specialist::ToolFormat;
+    ///
+    /// let evaluation = Evaluation::new(Vec::new()).configure(|b| b.tool_format(ToolFormat::Compact).call_threshold(None));
+    /// ```
+    pub fn configure(
+        mut self,
+        configure: impl Fn(ModelSpecialistBuilder) -> ModelSpecialistBuilder + Send + Sync + 'static,
+    ) -> Self {
+        self.configure = Some(Box::new(configure));
         self
     }
 
@@ -270,7 +300,14 @@ impl Evaluation {
     /// evaluation's instructions), `concurrency` cases at a time (at least 1).
     pub async fn run(&self, model: Arc<dyn LanguageModel>, concurrency: usize) -> Report {
         let instructions = self.instructions.clone();
-        self.run_with(concurrency, move |case| specialist_for(case, model.clone(), &instructions)).await
+        self.run_with(concurrency, move |case| {
+            let builder = specialist_builder(case, model.clone()).instructions(instructions.as_str());
+            match &self.configure {
+                Some(configure) => configure(builder).build(),
+                None => builder.build(),
+            }
+        })
+        .await
     }
 
     /// Runs every case through the specialist `build` makes for it, `concurrency` cases at a time (at least
@@ -306,19 +343,27 @@ where
     let events = Arc::new(MemoryRecorder::default());
     let ctx = RunContext::new().with_recorder(events.clone()).with_run_id(case.id.clone());
     let started = Instant::now();
+    let (mut call_probability, mut relevance) = (None, None);
     let (outcome, schema_valid) = match specialist {
         Err(e) => (Outcome::from_error(&e), false),
-        Ok(specialist) => match specialist.decide(case.input_text(), &ctx).await {
-            Ok(Decided::Calls(calls)) => {
-                let valid = calls.iter().all(|c| specialist.tools().validate(&c.tool, &c.arguments).is_ok());
-                (Outcome::Calls(calls), valid)
-            }
-            Ok(Decided::Answer(answer)) => match serde_json::to_value(answer) {
-                Ok(value) => (Outcome::Answer(value), true),
-                Err(e) => {
-                    (Outcome::Error { kind: "InvalidOutput".into(), message: e.to_string(), cut_off: false }, false)
+        Ok(specialist) => match specialist.decision(case.input_text(), &ctx).await {
+            Ok(decision) => {
+                call_probability = decision.call_probability;
+                relevance = decision.relevance;
+                match decision.decided {
+                    Decided::Calls(calls) => {
+                        let valid = calls.iter().all(|c| specialist.tools().validate(&c.tool, &c.arguments).is_ok());
+                        (Outcome::Calls(calls), valid)
+                    }
+                    Decided::Answer(answer) => match serde_json::to_value(answer) {
+                        Ok(value) => (Outcome::Answer(value), true),
+                        Err(e) => (
+                            Outcome::Error { kind: "InvalidOutput".into(), message: e.to_string(), cut_off: false },
+                            false,
+                        ),
+                    },
                 }
-            },
+            }
             Err(e) => (Outcome::from_error(&e), false),
         },
     };
@@ -337,6 +382,8 @@ where
         latency_ms: latency.as_secs_f64() * 1e3,
         prompt_tokens,
         completion_tokens,
+        call_probability,
+        relevance,
         model: calls.first().map(|c| c.model.clone()),
     }
 }

@@ -70,6 +70,68 @@ pub struct Report {
     pub summary: Summary,
 }
 
+/// A threshold on a per-case figure that separates the cases where no call is right from those that need
+/// one, from [`Report::best_relevance_threshold`] or [`Report::best_call_threshold`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// The threshold: cases below it would abstain.
+    pub value: f64,
+    /// Of the cases where no call is right, the share below it (would abstain).
+    pub abstains: f64,
+    /// Of the cases that need a call, the share at or above it (would still call).
+    pub keeps: f64,
+}
+
+impl Report {
+    /// The relevance threshold ([`ModelSpecialistBuilder::relevance_threshold`](crate::specialist::ModelSpecialistBuilder::relevance_threshold))
+    /// that best separates this run's cases, where no call is right from where one is needed: the one with
+    /// the most of both right, losing at most `max_lost` (a share, 0 to 1) of the cases that need a call.
+    /// `None` unless the run has cases of both kinds with a relevance.
+    pub fn best_relevance_threshold(&self, max_lost: f64) -> Option<Threshold> {
+        best_threshold(&self.results, max_lost, |r| r.relevance)
+    }
+
+    /// As [`best_relevance_threshold`](Self::best_relevance_threshold), for the call threshold
+    /// ([`ModelSpecialistBuilder::call_threshold`](crate::specialist::ModelSpecialistBuilder::call_threshold)),
+    /// from each case's [`CaseResult::call_probability`].
+    pub fn best_call_threshold(&self, max_lost: f64) -> Option<Threshold> {
+        best_threshold(&self.results, max_lost, |r| r.call_probability)
+    }
+}
+
+fn best_threshold(
+    results: &[CaseResult],
+    max_lost: f64,
+    figure: impl Fn(&CaseResult) -> Option<f64>,
+) -> Option<Threshold> {
+    let (mut none, mut some) = (Vec::new(), Vec::new());
+    for r in results {
+        if let Some(f) = figure(r) {
+            if r.expects_no_call() {
+                none.push(f);
+            } else if matches!(r.expected, super::Expected::Calls(_)) {
+                some.push(f);
+            }
+        }
+    }
+    if none.is_empty() || some.is_empty() {
+        return None;
+    }
+    let mut candidates: Vec<f64> = none.iter().chain(&some).copied().collect();
+    candidates.push(0.0);
+    candidates.sort_by(f64::total_cmp);
+    candidates.dedup();
+    candidates
+        .into_iter()
+        .map(|value| Threshold {
+            value,
+            abstains: none.iter().filter(|f| **f < value).count() as f64 / none.len() as f64,
+            keeps: some.iter().filter(|f| **f >= value).count() as f64 / some.len() as f64,
+        })
+        .filter(|t| 1.0 - t.keeps <= max_lost + 1e-9)
+        .max_by(|a, b| (a.abstains + a.keeps).total_cmp(&(b.abstains + b.keeps)))
+}
+
 fn ratio(n: usize, d: usize) -> f64 {
     if d == 0 {
         0.0

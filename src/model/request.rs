@@ -100,6 +100,17 @@ pub struct Sampling {
     /// Seed of the random generator; the same seed and request give the same output (on the same threads and
     /// batch layout, as for greedy decoding).
     pub seed: u64,
+    /// Break loops (default on): when the generated tokens end in a short cycle repeated at least three times
+    /// (16 tokens or more: the same word or sentence again and again, a string like `"Apex_Apex_Apex_"`), the
+    /// token that would start the cycle once more is ruled out for that step, so the model goes on differently
+    /// (under a grammar it usually closes the string). Small models fall into such loops and stay there until
+    /// the token limit. Local models only; remote servers sample their own way.
+    #[serde(default = "yes")]
+    pub break_loops: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Sampling {
@@ -111,12 +122,12 @@ impl Default for Sampling {
 impl Sampling {
     /// Greedy decoding: always the most likely token.
     pub const fn greedy() -> Self {
-        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0 }
+        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, break_loops: true }
     }
 
     /// Random sampling at the given temperature, with `top_k = 40`, `top_p = 0.95` and seed 0.
     pub const fn temperature(temperature: f32) -> Self {
-        Self { temperature, top_p: 0.95, top_k: 40, seed: 0 }
+        Self { temperature, top_p: 0.95, top_k: 40, seed: 0, break_loops: true }
     }
 
     /// Sets nucleus sampling's probability mass.
@@ -137,6 +148,13 @@ impl Sampling {
     #[must_use]
     pub const fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// Turns loop breaking on or off (see [`break_loops`](Self::break_loops)).
+    #[must_use]
+    pub const fn with_break_loops(mut self, on: bool) -> Self {
+        self.break_loops = on;
         self
     }
 

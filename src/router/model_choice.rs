@@ -162,7 +162,7 @@ impl<R: Clone + Send + Sync + 'static> Router<R> for ModelRouter<R> {
                         output: c.text.clone(),
                     }
                 })?;
-                Ok(Parsed::value(route))
+                Ok(Parsed::value(route).validated(true))
             })
             .await?;
         let name = completion.text.trim();

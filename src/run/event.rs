@@ -119,6 +119,11 @@ pub struct ModelCallEvent {
     pub output: Option<String>,
     /// The tool calls the output asked for (filled by specialists; empty for answers).
     pub tool_calls: Vec<ToolCall>,
+    /// Whether the output validated against the schema it was generated under (a specialist's tool calls
+    /// against their tools' schemas): `Some(false)` for an output that did not parse or validate, `None` where
+    /// nothing was checked (free text, or no output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_valid: Option<bool>,
     /// Token counts and timings (time to first token, total time), if the call succeeded.
     pub usage: Option<Usage>,
     /// Wall time of the call.

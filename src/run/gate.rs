@@ -24,17 +24,32 @@ use crate::{Error, Result};
 /// What a caller read from a completion: a value, and the tool calls the output asked for (recorded on the
 /// call's [`ModelCallEvent`]). From the reader given to [`ModelCall::complete_parsed`].
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Parsed<T> {
     /// The value read.
     pub value: T,
     /// The tool calls the output asked for, if any.
     pub tool_calls: Vec<ToolCall>,
+    /// Whether the output validated against its schema (tool arguments against their tools' schemas), if
+    /// the reader checked; recorded as [`ModelCallEvent::schema_valid`](crate::run::ModelCallEvent::schema_valid).
+    pub schema_valid: Option<bool>,
 }
 
 impl<T> Parsed<T> {
     /// A value that asks for no tool call.
     pub fn value(value: T) -> Self {
-        Self { value, tool_calls: Vec::new() }
+        Self { value, tool_calls: Vec::new(), schema_valid: None }
+    }
+
+    /// A value that asks for these tool calls.
+    pub fn calls(value: T, tool_calls: Vec<ToolCall>) -> Self {
+        Self { value, tool_calls, schema_valid: None }
+    }
+
+    /// Says whether the output validated against its schema.
+    pub fn validated(mut self, valid: bool) -> Self {
+        self.schema_valid = Some(valid);
+        self
     }
 }
 
@@ -109,14 +124,17 @@ impl<'a> ModelCall<'a> {
             Ok((request, redaction)) => self.model.complete(request).await.map(|c| c.restored(redaction.as_ref())),
             Err(e) => Err(e),
         };
-        let (outcome, tool_calls, value) = match &result {
+        let (outcome, tool_calls, valid, value) = match &result {
             Ok(completion) => match read(completion) {
-                Ok(parsed) => (Outcome::Succeeded, parsed.tool_calls, Ok(parsed.value)),
-                Err(e) => (Outcome::failed(e.to_string()), Vec::new(), Err(e)),
+                Ok(parsed) => (Outcome::Succeeded, parsed.tool_calls, parsed.schema_valid, Ok(parsed.value)),
+                Err(e) => {
+                    let valid = e.is_invalid_output().then_some(false);
+                    (Outcome::failed(e.to_string()), Vec::new(), valid, Err(e))
+                }
             },
-            Err(e) => (Outcome::failed(e.to_string()), Vec::new(), Err(Error::WorkerStopped)),
+            Err(e) => (Outcome::failed(e.to_string()), Vec::new(), None, Err(Error::WorkerStopped)),
         };
-        record.finish(self.ctx, result.as_ref().ok(), outcome, tool_calls);
+        record.finish(self.ctx, result.as_ref().ok(), outcome, tool_calls, valid);
         let completion = result?;
         Ok((completion, value?))
     }
@@ -138,9 +156,9 @@ impl<'a> ModelCall<'a> {
         stream.on_end(move |end| {
             use crate::model::StreamEnd;
             match end {
-                StreamEnd::Finished(c) => record.finish(&ctx, Some(c), Outcome::Succeeded, Vec::new()),
-                StreamEnd::Failed(e) => record.finish(&ctx, None, Outcome::failed(e.to_string()), Vec::new()),
-                StreamEnd::Dropped => record.finish(&ctx, None, Outcome::failed("cancelled"), Vec::new()),
+                StreamEnd::Finished(c) => record.finish(&ctx, Some(c), Outcome::Succeeded, Vec::new(), None),
+                StreamEnd::Failed(e) => record.finish(&ctx, None, Outcome::failed(e.to_string()), Vec::new(), None),
+                StreamEnd::Dropped => record.finish(&ctx, None, Outcome::failed("cancelled"), Vec::new(), None),
             }
         })
     }
@@ -157,7 +175,9 @@ impl<'a> ModelCall<'a> {
     {
         let schema = OutputSchema::of::<T>()?;
         let request = Request::chat(messages).with_max_tokens(512).with_constraint(schema.constraint());
-        self.complete_parsed(request, |c| schema.parse::<T>(c).map(Parsed::value)).await.map(|(_, v)| v)
+        self.complete_parsed(request, |c| schema.parse::<T>(c).map(|v| Parsed::value(v).validated(true)))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Embeds texts under the run's policy. For a remote model, `LocalOnly` refuses (nothing is sent) and
@@ -223,7 +243,14 @@ struct Pending {
 }
 
 impl Pending {
-    fn finish(self, ctx: &RunContext, completion: Option<&Completion>, outcome: Outcome, tool_calls: Vec<ToolCall>) {
+    fn finish(
+        self,
+        ctx: &RunContext,
+        completion: Option<&Completion>,
+        outcome: Outcome,
+        tool_calls: Vec<ToolCall>,
+        schema_valid: Option<bool>,
+    ) {
         ctx.record(RunEvent::ModelCall(ModelCallEvent {
             ids: self.ids,
             specialist: self.caller,
@@ -233,6 +260,7 @@ impl Pending {
             messages: self.messages,
             output: completion.map(|c| c.text.clone()),
             tool_calls,
+            schema_valid,
             usage: completion.map(|c| c.usage),
             latency: self.started.elapsed(),
             outcome,

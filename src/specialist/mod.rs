@@ -8,9 +8,15 @@
 //!
 #![doc = include_str!("../../docs/specialists.md")]
 
+mod format;
 mod model;
+mod relevance;
 
-pub use model::{Decided, ModelSpecialist, ModelSpecialistBuilder, DEFAULT_MAX_TOOL_RESULT_BYTES};
+pub use format::ToolFormat;
+pub use model::{
+    Decided, Decision, ModelSpecialist, ModelSpecialistBuilder, DEFAULT_MAX_TOOL_RESULT_BYTES,
+    DEFAULT_RELEVANCE_THRESHOLD,
+};
 
 use serde::{Deserialize, Serialize};
 

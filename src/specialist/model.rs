@@ -9,11 +9,13 @@ use futures::FutureExt;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::{Specialist, SpecialistCard};
+use super::format::{call_probability, parse_turn, system_prompt, Turn, Turns};
+use super::relevance::{relevance, tool_stems};
+use super::{Specialist, SpecialistCard, ToolFormat};
 use crate::agent::Agent;
-use crate::model::{LanguageModel, Message, Request, Sampling};
+use crate::model::{Completion, LanguageModel, Message, Request, Sampling};
 use crate::run::{Outcome, Parsed, RunContext, RunEvent, ToolCallEvent};
 use crate::structured::{inline_schema_for, OutputSchema};
 use crate::tool::{off_thread, panic_message, DynTool, Tool, ToolCall, ToolError, Toolbox};
@@ -21,6 +23,9 @@ use crate::{Error, Result};
 
 /// The default of [`ModelSpecialistBuilder::max_tool_result_bytes`].
 pub const DEFAULT_MAX_TOOL_RESULT_BYTES: usize = 8 * 1024;
+
+/// The default of [`ModelSpecialistBuilder::relevance_threshold`].
+pub const DEFAULT_RELEVANCE_THRESHOLD: f64 = 0.1;
 
 /// A specialist backed by a language model, with tools and a typed answer.
 ///
@@ -61,9 +66,12 @@ pub struct ModelSpecialist<I = String, O = String> {
     model: Arc<dyn LanguageModel>,
     system: String,
     tools: Toolbox,
-    decoding: OutputSchema,
-    answer_turn: OutputSchema,
+    format: ToolFormat,
+    turns: Turns,
     answer: OutputSchema,
+    call_threshold: Option<f64>,
+    relevance_threshold: Option<f64>,
+    tool_stems: Vec<Vec<String>>,
     sampling: Sampling,
     max_steps: usize,
     max_tool_calls: Option<usize>,
@@ -95,6 +103,10 @@ pub struct ModelSpecialistBuilder<I = String, O = String> {
     tools: Toolbox,
     /// The first error of a setter, reported by `build`.
     error: Option<Error>,
+    format: ToolFormat,
+    call_threshold: Option<f64>,
+    relevance_threshold: Option<f64>,
+    max_calls_per_turn: usize,
     sampling: Sampling,
     max_steps: usize,
     max_tool_calls: Option<usize>,
@@ -121,6 +133,10 @@ impl ModelSpecialist {
             instructions: String::new(),
             tools: Toolbox::new(),
             error: None,
+            format: ToolFormat::default(),
+            call_threshold: None,
+            relevance_threshold: Some(DEFAULT_RELEVANCE_THRESHOLD),
+            max_calls_per_turn: 8,
             sampling: Sampling::greedy(),
             max_steps: 4,
             max_tool_calls: None,
@@ -201,6 +217,53 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
 
     fn fail(&mut self, error: Error) {
         self.error.get_or_insert(error);
+    }
+
+    /// How tools are shown to the model and how it writes calls (default [`ToolFormat::Lines`]).
+    pub fn tool_format(mut self, format: ToolFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// How sure the model must be to call a tool rather than answer in words (default `None`: the model's own
+    /// choice).
+    ///
+    /// On each turn that may call a tool, the specialist reads the probability the model gives to calling at
+    /// the point where its reply chooses between calling and answering (from the token log-probabilities of
+    /// the reply, over what the grammar allows). Below the threshold it answers instead; at or above it, it
+    /// calls, even where the most likely reply was to answer (a second, calls-only turn).
+    /// [`Report::best_call_threshold`](crate::eval::Report::best_call_threshold) finds the threshold that
+    /// fits your own cases. Models that report no log-probabilities make their own choice. For SmolLM2-135M
+    /// this probability hardly tells a request no tool fits from one that needs a tool (docs/eval.md), so
+    /// the default leaves the choice to the model and [`relevance_threshold`](Self::relevance_threshold)
+    /// does the abstaining; a larger model may be better calibrated. A threshold outside `0.0..=1.0` is
+    /// reported by `build`.
+    pub fn call_threshold(mut self, threshold: impl Into<Option<f64>>) -> Self {
+        self.call_threshold = threshold.into();
+        self
+    }
+
+    /// How much of a request must be about a tool for the specialist to consider calling one (default
+    /// [`DEFAULT_RELEVANCE_THRESHOLD`]); `None` leaves it all to the model.
+    ///
+    /// The relevance of a request is the share of its content words (common words and numbers left out,
+    /// crudely stemmed: `flights` and `flight` are one word) that the best-matching tool is known by, in its
+    /// name, description, or its arguments' names, descriptions and allowed values. Below the threshold the
+    /// specialist answers in words without asking the model whether to call (and without the cost of that
+    /// turn). Small models call a tool for almost any request, even one no tool fits; this check is what
+    /// makes them abstain (measured in docs/eval.md). Describe your tools in the words your users use, or
+    /// lower the threshold, if requests that need a tool share few words with it.
+    pub fn relevance_threshold(mut self, threshold: impl Into<Option<f64>>) -> Self {
+        self.relevance_threshold = threshold.into();
+        self
+    }
+
+    /// The most tool calls in one turn (default 8): with [`ToolFormat::Json`] the model may ask for several
+    /// calls at once where a request needs several ("the weather in Paris and in Rome"); they run
+    /// concurrently. Identical calls in one turn are made once.
+    pub fn max_calls_per_turn(mut self, calls: usize) -> Self {
+        self.max_calls_per_turn = calls;
+        self
     }
 
     /// Sampling settings for every turn (default greedy).
@@ -284,6 +347,10 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
             instructions: self.instructions,
             tools: self.tools,
             error: self.error,
+            format: self.format,
+            call_threshold: self.call_threshold,
+            relevance_threshold: self.relevance_threshold,
+            max_calls_per_turn: self.max_calls_per_turn,
             sampling: self.sampling,
             max_steps: self.max_steps,
             max_tool_calls: self.max_tool_calls,
@@ -322,44 +389,38 @@ where
         if self.max_steps == 0 {
             return Err(Error::InvalidSetting { setting: "max_steps", reason: "must be at least 1".into() });
         }
+        if self.max_calls_per_turn == 0 {
+            return Err(Error::InvalidSetting { setting: "max_calls_per_turn", reason: "must be at least 1".into() });
+        }
+        if let Some(t) = self.call_threshold.filter(|t| !(0.0..=1.0).contains(t)) {
+            return Err(Error::InvalidSetting {
+                setting: "call_threshold",
+                reason: format!("{t} is not a probability (0 to 1)"),
+            });
+        }
+        if let Some(t) = self.relevance_threshold.filter(|t| !(0.0..=1.0).contains(t)) {
+            return Err(Error::InvalidSetting {
+                setting: "relevance_threshold",
+                reason: format!("{t} is not a share (0 to 1)"),
+            });
+        }
         let tools = self.tools;
         let answer_schema = inline_schema_for::<O>();
         let answer = OutputSchema::from_value(crate::structured::short_type_name::<O>(), answer_schema.clone())?;
-        let mut turns: Vec<Value> = tools
-            .names()
-            .map(|tool| {
-                json!({
-                    "type": "object",
-                    "properties": {
-                        "tool": { "const": tool },
-                        "arguments": tools.parameters(tool).cloned().unwrap_or(json!({})),
-                    },
-                    "required": ["tool", "arguments"],
-                    "additionalProperties": false,
-                })
-            })
-            .collect();
-        let answer_object = json!({
-            "type": "object",
-            "properties": { "answer": answer_schema },
-            "required": ["answer"],
-            "additionalProperties": false,
-        });
-        turns.push(answer_object.clone());
-        let decoding = OutputSchema::from_value(
-            format!("reply of specialist {name} (a tool call or its answer)"),
-            json!({ "anyOf": turns }),
-        )?;
-        let answer_turn = OutputSchema::from_value(format!("answer of specialist {name}"), answer_object)?;
-        let system = system_prompt(&self.instructions, &tools);
+        let turns = Turns::new(self.format, &name, &tools, answer_schema, self.max_calls_per_turn, self.max_tokens)?;
+        let tool_stems = tool_stems(&tools);
+        let system = system_prompt(self.format, &self.instructions, &tools);
         Ok(ModelSpecialist {
             card: self.card,
             model,
             system,
             tools,
-            decoding,
-            answer_turn,
+            format: self.format,
+            turns,
             answer,
+            call_threshold: self.call_threshold,
+            relevance_threshold: self.relevance_threshold,
+            tool_stems,
             sampling: self.sampling,
             max_steps: self.max_steps,
             max_tool_calls: self.max_tool_calls,
@@ -373,70 +434,13 @@ where
     }
 }
 
-/// The system prompt: the host's instructions, the tools in a compact form, and the reply format.
-fn system_prompt(instructions: &str, tools: &Toolbox) -> String {
-    let mut out = instructions.trim().to_owned();
-    if !tools.is_empty() {
-        out.push_str("\n\nTools:\n");
-        for name in tools.names() {
-            let description = tools.get(name).map(|t| t.description()).unwrap_or_default();
-            let params = tools.parameters(name).map(describe_parameters).unwrap_or_default();
-            out.push_str(&format!("- {name}({params}): {description}\n"));
-        }
-        out.push_str(
-            "\nReply with one JSON object: {\"tool\": \"<name>\", \"arguments\": {...}} to call a tool, \
-             or {\"answer\": ...} once you have what you need.",
-        );
-    } else {
-        out.push_str("\n\nReply with one JSON object: {\"answer\": ...}.");
-    }
-    out
-}
-
-/// `from: string, to: string, date: string (YYYY-MM-DD)` from a JSON Schema's properties.
-fn describe_parameters(schema: &Value) -> String {
-    let Some(props) = schema.get("properties").and_then(Value::as_object) else { return String::new() };
-    props
-        .iter()
-        .map(|(name, p)| {
-            let ty = match p.get("type") {
-                Some(Value::String(t)) => t.clone(),
-                Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|"),
-                _ if p.get("enum").is_some() => "enum".to_owned(),
-                _ => "value".to_owned(),
-            };
-            match p.get("description").and_then(Value::as_str) {
-                Some(d) => format!("{name}: {ty} ({})", d.trim_end_matches('.')),
-                None => format!("{name}: {ty}"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// What a specialist's model decided on one turn, from [`ModelSpecialist::decide`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decided<O> {
-    /// It asks for these tool calls (not run).
+    /// It asks for these tool calls (not run): one, or several made together.
     Calls(Vec<ToolCall>),
     /// It answers.
     Answer(O),
-}
-
-/// What one model turn asked for.
-enum Turn {
-    Call { tool: String, arguments: Value },
-    Answer(Value),
-}
-
-fn parse_turn(value: Value) -> Option<Turn> {
-    let Value::Object(mut obj) = value else { return None };
-    if let Some(answer) = obj.remove("answer") {
-        return Some(Turn::Answer(answer));
-    }
-    let tool = obj.remove("tool")?.as_str()?.to_owned();
-    let arguments = obj.remove("arguments").unwrap_or(Value::Object(Map::new()));
-    Some(Turn::Call { tool, arguments })
 }
 
 impl<I, O> ModelSpecialist<I, O>
@@ -526,35 +530,133 @@ where
     /// # Errors
     /// As [`run`](Agent::run), for its first turn.
     pub async fn decide(&self, input: I, ctx: &RunContext) -> Result<Decided<O>> {
-        let messages = vec![Message::system(self.system.clone()), Message::user(self.task_text(&input)?)];
-        let schema = if self.tools.is_empty() { &self.answer_turn } else { &self.decoding };
-        let request = Request::chat(messages)
+        self.decision(input, ctx).await.map(|d| d.decided)
+    }
+
+    /// As [`decide`](Self::decide), with the probability the model gave to calling a tool (see
+    /// [`call_threshold`](ModelSpecialistBuilder::call_threshold)).
+    ///
+    /// # Errors
+    /// As [`decide`](Self::decide).
+    pub async fn decision(&self, input: I, ctx: &RunContext) -> Result<Decision<O>> {
+        let task = self.task_text(&input)?;
+        let relevance = self.relevance(&task);
+        let messages = vec![Message::system(self.system.clone()), Message::user(task)];
+        let result = async {
+            let answer_only = self.tools.is_empty() || self.off_topic(relevance);
+            let turn = self.turn(&messages, answer_only, 0, ctx).await?;
+            let decided = match turn.turn {
+                Turn::Calls(calls) => Decided::Calls(calls),
+                Turn::Answer(answer) => Decided::Answer(self.read_answer(answer, turn.completion)?),
+                Turn::NoCall => {
+                    let answer = self.turn(&messages, true, 1, ctx).await?;
+                    match answer.turn {
+                        Turn::Answer(value) => Decided::Answer(self.read_answer(value, answer.completion)?),
+                        _ => return Err(self.neither(&answer.completion)),
+                    }
+                }
+            };
+            Ok(Decision { decided, call_probability: turn.call_probability, relevance })
+        }
+        .await;
+        result.map_err(|e| self.in_specialist(e))
+    }
+
+    /// How much the task is about the tools (`None` without tools).
+    fn relevance(&self, task: &str) -> Option<f64> {
+        (!self.tools.is_empty()).then(|| relevance(task, &self.tool_stems))
+    }
+
+    /// Whether the task is too far from every tool to consider calling one.
+    fn off_topic(&self, relevance: Option<f64>) -> bool {
+        let off = matches!((relevance, self.relevance_threshold), (Some(r), Some(t)) if r < t);
+        if off {
+            tracing::debug!(specialist = %self.card_name(), relevance = ?relevance, "no tool is about the request; answering");
+        }
+        off
+    }
+
+    fn read_answer(&self, answer: Value, completion: Completion) -> Result<O> {
+        self.answer.parse::<O>(&Completion { text: answer.to_string(), ..completion })
+    }
+
+    fn neither(&self, completion: &Completion) -> Error {
+        Error::Validation {
+            type_name: format!("reply of specialist {}", self.card_name()),
+            reason: "neither tool calls nor an answer".into(),
+            output: completion.text.clone(),
+        }
+    }
+
+    /// One model turn: the answer only, or (with tools) calls or the answer, where the call threshold
+    /// decides between calling and answering.
+    async fn turn(&self, messages: &[Message], answer_only: bool, step: usize, ctx: &RunContext) -> Result<TurnTaken> {
+        let schema = if answer_only { &self.turns.answer } else { &self.turns.decide };
+        let mut request = Request::chat(messages.to_vec())
             .with_sampling(self.sampling)
             .with_max_tokens(self.max_tokens)
             .with_constraint(schema.constraint());
-        let decided = ctx
-            .model_call(&*self.model)
+        let calibrate = !answer_only && self.call_threshold.is_some();
+        if calibrate {
+            request = request.with_logprobs();
+        }
+        let (completion, turn) = self.model_turn(schema, request, step, ctx).await?;
+        let call_probability = if answer_only {
+            None
+        } else {
+            completion.logprobs.as_deref().and_then(|l| call_probability(self.format, l))
+        };
+        let (Some(threshold), Some(p)) = (self.call_threshold.filter(|_| calibrate), call_probability) else {
+            return Ok(TurnTaken { completion, turn, call_probability });
+        };
+        let wants_call = p >= threshold;
+        match turn {
+            Turn::Calls(_) if !wants_call => {
+                tracing::debug!(specialist = %self.card_name(), p, threshold, "call below the threshold; answering");
+                Ok(TurnTaken { completion, turn: Turn::NoCall, call_probability })
+            }
+            Turn::NoCall | Turn::Answer(_) if wants_call => {
+                tracing::debug!(specialist = %self.card_name(), p, threshold, "answer below the threshold; calling");
+                let request = Request::chat(messages.to_vec())
+                    .with_sampling(self.sampling)
+                    .with_max_tokens(self.max_tokens)
+                    .with_constraint(self.turns.calls.constraint());
+                let (completion, turn) = self.model_turn(&self.turns.calls, request, step, ctx).await?;
+                Ok(TurnTaken { completion, turn, call_probability })
+            }
+            turn => Ok(TurnTaken { completion, turn, call_probability }),
+        }
+    }
+
+    /// Makes one model call and reads its turn; the calls it asks for, and whether their arguments validate,
+    /// are recorded with it.
+    async fn model_turn(
+        &self,
+        schema: &OutputSchema,
+        request: Request,
+        step: usize,
+        ctx: &RunContext,
+    ) -> Result<(Completion, Turn)> {
+        // Parsed, not validated as a whole: a bad call (possible with a model that ignores constraints) is
+        // told to the model by the loop, like a failing tool; a bad answer is an error.
+        ctx.model_call(&*self.model)
             .caller(self.card_name())
+            .step(step)
             .complete_parsed(request, |c| {
-                let turn = schema.json(c).map(parse_turn)?;
-                match turn {
-                    Some(Turn::Call { tool, arguments }) => {
-                        let calls = vec![ToolCall { tool, arguments }];
-                        Ok(Parsed { tool_calls: calls.clone(), value: Decided::Calls(calls) })
+                let turn = schema.json(c).map(parse_turn)?.ok_or_else(|| self.neither(c))?;
+                Ok(match &turn {
+                    Turn::Calls(calls) => {
+                        let valid = calls.iter().all(|call| self.tools.validate(&call.tool, &call.arguments).is_ok());
+                        Parsed::calls(turn.clone(), calls.clone()).validated(valid)
                     }
-                    Some(Turn::Answer(answer)) => {
-                        let c = crate::model::Completion { text: answer.to_string(), ..c.clone() };
-                        Ok(Parsed::value(Decided::Answer(self.answer.parse::<O>(&c)?)))
+                    Turn::Answer(answer) => {
+                        let valid = self.answer.validation_schema_accepts(answer);
+                        Parsed::value(turn).validated(valid)
                     }
-                    None => Err(Error::Validation {
-                        type_name: format!("reply of specialist {}", self.card_name()),
-                        reason: "neither a tool call nor an answer".into(),
-                        output: c.text.clone(),
-                    }),
-                }
+                    Turn::NoCall => Parsed::value(turn).validated(true),
+                })
             })
-            .await;
-        decided.map(|(_, d)| d).map_err(|e| self.in_specialist(e))
+            .await
     }
 
     fn task_text(&self, input: &I) -> Result<String> {
@@ -565,95 +667,98 @@ where
         }
     }
 
+    /// Runs one call and records it; the result as the model is shown it.
+    async fn run_call(&self, call: &ToolCall, ctx: &RunContext) -> Result<Value, ToolError> {
+        let ids = ctx.ids();
+        let started = Instant::now();
+        let result =
+            self.call_tool(&call.tool, call.arguments.clone()).await.map(|out| self.shown_result(&call.tool, out));
+        ctx.record(RunEvent::ToolCall(ToolCallEvent {
+            ids,
+            specialist: self.card_name().to_owned(),
+            tool: call.tool.clone(),
+            arguments: call.arguments.clone(),
+            result: result.as_ref().ok().cloned(),
+            outcome: match &result {
+                Ok(_) => Outcome::Succeeded,
+                Err(e) => Outcome::failed(e.full_message()),
+            },
+            latency: started.elapsed(),
+        }));
+        result
+    }
+
     async fn run_loop(&self, input: I, ctx: &RunContext) -> Result<O> {
         let task = self.task_text(&input)?;
+        let mut answer_only = self.tools.is_empty() || self.off_topic(self.relevance(&task));
         let mut messages = vec![Message::system(self.system.clone()), Message::user(task)];
         let mut tool_errors = 0;
-        let mut done_calls: Vec<(String, Value)> = Vec::new();
-        let mut answer_only = self.tools.is_empty();
+        let mut done_calls: Vec<ToolCall> = Vec::new();
         for step in 0..self.max_steps {
-            let schema = if answer_only { &self.answer_turn } else { &self.decoding };
-            let request = Request::chat(messages.clone())
-                .with_sampling(self.sampling)
-                .with_max_tokens(self.max_tokens)
-                .with_constraint(schema.constraint());
-            // Parsed, not validated as a whole: a bad call (possible with a model that ignores constraints) is
-            // told to the model below, like a failing tool; a bad answer is an error.
-            let (completion, turn) = ctx
-                .model_call(&*self.model)
-                .caller(self.card_name())
-                .step(step)
-                .complete_parsed(request, |c| {
-                    let turn = schema.json(c).map(parse_turn)?;
-                    let tool_calls = match &turn {
-                        Some(Turn::Call { tool, arguments }) => {
-                            vec![ToolCall { tool: tool.clone(), arguments: arguments.clone() }]
-                        }
-                        _ => Vec::new(),
-                    };
-                    Ok(Parsed { value: turn, tool_calls })
-                })
-                .await?;
-            match turn {
-                Some(Turn::Answer(answer)) => {
-                    let text = answer.to_string();
-                    let c = crate::model::Completion { text, ..completion };
-                    return self.answer.parse::<O>(&c);
+            let taken = self.turn(&messages, answer_only, step, ctx).await?;
+            let calls = match taken.turn {
+                Turn::Answer(answer) => return self.read_answer(answer, taken.completion),
+                Turn::NoCall => {
+                    answer_only = true;
+                    continue;
                 }
-                Some(Turn::Call { tool, arguments }) => {
-                    if done_calls.iter().any(|(t, a)| *t == tool && *a == arguments) {
-                        tracing::debug!(specialist = %self.card_name(), %tool, "repeated call; asking for the answer");
-                        answer_only = true;
-                        continue;
+                Turn::Calls(calls) => calls,
+            };
+            let (new, repeated): (Vec<ToolCall>, Vec<ToolCall>) =
+                calls.into_iter().partition(|c| !done_calls.contains(c));
+            if new.is_empty() {
+                tracing::debug!(specialist = %self.card_name(), calls = repeated.len(), "repeated calls; asking for the answer");
+                answer_only = true;
+                continue;
+            }
+            let results = futures::future::join_all(new.iter().map(|call| self.run_call(call, ctx))).await;
+            messages.push(Message::assistant(taken.completion.text.trim()));
+            for (call, result) in new.into_iter().zip(results) {
+                match result {
+                    Ok(output) => {
+                        messages.push(Message::tool(output.to_string()));
+                        done_calls.push(call);
                     }
-                    let ids = ctx.ids();
-                    let started = Instant::now();
-                    let result =
-                        self.call_tool(&tool, arguments.clone()).await.map(|out| self.shown_result(&tool, out));
-                    ctx.record(RunEvent::ToolCall(ToolCallEvent {
-                        ids,
-                        specialist: self.card_name().to_owned(),
-                        tool: tool.clone(),
-                        arguments: arguments.clone(),
-                        result: result.as_ref().ok().cloned(),
-                        outcome: match &result {
-                            Ok(_) => Outcome::Succeeded,
-                            Err(e) => Outcome::failed(e.full_message()),
-                        },
-                        latency: started.elapsed(),
-                    }));
-                    messages.push(Message::assistant(completion.text.trim()));
-                    match result {
-                        Ok(output) => {
-                            messages.push(Message::tool(output.to_string()));
-                            done_calls.push((tool, arguments));
-                            answer_only |= self.max_tool_calls.is_some_and(|max| done_calls.len() >= max);
+                    Err(error) => {
+                        tool_errors += 1;
+                        tracing::debug!(specialist = %self.card_name(), tool = %call.tool, error = %error.full_message(), "tool failed");
+                        if tool_errors > self.max_tool_errors {
+                            return Err(Error::Tool {
+                                specialist: self.card_name().to_owned(),
+                                tool: call.tool,
+                                source: error,
+                            });
                         }
-                        Err(error) => {
-                            tool_errors += 1;
-                            tracing::debug!(specialist = %self.card_name(), %tool, error = %error.full_message(), "tool failed");
-                            if tool_errors > self.max_tool_errors {
-                                return Err(Error::Tool {
-                                    specialist: self.card_name().to_owned(),
-                                    tool,
-                                    source: error,
-                                });
-                            }
-                            messages.push(Message::tool(json!({ "error": error.full_message() }).to_string()));
-                        }
+                        messages.push(Message::tool(json!({ "error": error.full_message() }).to_string()));
                     }
-                }
-                None => {
-                    return Err(Error::Validation {
-                        type_name: format!("reply of specialist {}", self.card_name()),
-                        reason: "neither a tool call nor an answer".into(),
-                        output: completion.text,
-                    })
                 }
             }
+            answer_only |= self.max_tool_calls.is_some_and(|max| done_calls.len() >= max);
         }
         Err(Error::MaxSteps { specialist: self.card_name().to_owned(), steps: self.max_steps })
     }
+}
+
+/// One turn as taken: the completion it ended with, what it asked for, and the probability of calling.
+struct TurnTaken {
+    completion: Completion,
+    turn: Turn,
+    call_probability: Option<f64>,
+}
+
+/// A specialist's first decision, with how sure the model was; from [`ModelSpecialist::decision`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Decision<O> {
+    /// The calls or the answer.
+    pub decided: Decided<O>,
+    /// The probability the model gave to calling a tool rather than answering, where its reply chose between
+    /// them; `None` without tools, when the request was not about any tool (no such turn), or for a model
+    /// that reports no log-probabilities.
+    pub call_probability: Option<f64>,
+    /// How much the request is about the best-matching tool (see
+    /// [`relevance_threshold`](ModelSpecialistBuilder::relevance_threshold)); `None` without tools.
+    pub relevance: Option<f64>,
 }
 
 impl<I, O> Specialist for ModelSpecialist<I, O>

@@ -63,8 +63,23 @@ impl OutputSchema {
         let validator = jsonschema::validator_for(&schema)
             .map_err(|e| Error::Schema { type_name: type_name.clone(), reason: e.to_string() })?;
         let mut decoding = schema.clone();
-        tighten(&mut decoding);
+        tighten(&mut decoding, &Bounds::DEFAULT);
         Ok(Self { type_name, validation: schema, validator: std::sync::Arc::new(validator), decoding })
+    }
+
+    /// The same schema, with the default bounds of the decoding schema lowered so that an output can finish
+    /// within `max_tokens` tokens: a string the type leaves unbounded gets at most `max_tokens / 2`
+    /// characters (at least 16, at most [`DEFAULT_MAX_STRING`]), an array at most `max_tokens / 16` items
+    /// (at least 2, at most [`DEFAULT_MAX_ITEMS`]). Bounds the type sets itself are kept.
+    pub fn within_tokens(mut self, max_tokens: u32) -> Self {
+        let bounds = Bounds {
+            max_string: (u64::from(max_tokens) / 2).clamp(16, DEFAULT_MAX_STRING),
+            max_items: (u64::from(max_tokens) / 16).clamp(2, DEFAULT_MAX_ITEMS),
+        };
+        let mut decoding = self.validation.clone();
+        tighten(&mut decoding, &bounds);
+        self.decoding = decoding;
+        self
     }
 
     /// The type's name as used in errors.
@@ -117,6 +132,11 @@ impl OutputSchema {
                 Error::Deserialize { type_name: self.type_name.clone(), output: text.to_owned(), source }
             }
         })
+    }
+
+    /// Whether a value validates against the validation schema.
+    pub(crate) fn validation_schema_accepts(&self, instance: &Value) -> bool {
+        self.validator.is_valid(instance)
     }
 
     fn validate(&self, instance: &Value, text: &str) -> Result<()> {
@@ -185,23 +205,34 @@ fn format_bounds(format: Option<&str>) -> (i64, i64) {
     }
 }
 
-fn tighten(value: &mut Value) {
+/// The bounds the decoding schema adds where the type sets none.
+struct Bounds {
+    max_string: u64,
+    max_items: u64,
+}
+
+impl Bounds {
+    const DEFAULT: Bounds = Bounds { max_string: DEFAULT_MAX_STRING, max_items: DEFAULT_MAX_ITEMS };
+}
+
+fn tighten(value: &mut Value, bounds: &Bounds) {
     match value {
         Value::Object(obj) => {
-            tighten_object(obj);
+            tighten_object(obj, bounds);
             for v in obj.values_mut() {
-                tighten(v);
+                tighten(v, bounds);
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(tighten),
+        Value::Array(items) => items.iter_mut().for_each(|v| tighten(v, bounds)),
         _ => {}
     }
 }
 
-fn tighten_object(obj: &mut Map<String, Value>) {
+fn tighten_object(obj: &mut Map<String, Value>, bounds: &Bounds) {
     let fixed = obj.contains_key("enum") || obj.contains_key("const");
     if has_type(obj, "string") && !fixed && !obj.contains_key("maxLength") && !obj.contains_key("format") {
-        obj.insert("maxLength".into(), DEFAULT_MAX_STRING.into());
+        let least = obj.get("minLength").and_then(Value::as_u64).unwrap_or(0);
+        obj.insert("maxLength".into(), bounds.max_string.max(least).into());
     }
     if has_type(obj, "integer") && !fixed {
         let (lo, hi) = format_bounds(obj.get("format").and_then(Value::as_str));
@@ -222,7 +253,8 @@ fn tighten_object(obj: &mut Map<String, Value>) {
         obj.remove("format");
     }
     if has_type(obj, "array") && !obj.contains_key("maxItems") {
-        obj.insert("maxItems".into(), DEFAULT_MAX_ITEMS.into());
+        let least = obj.get("minItems").and_then(Value::as_u64).unwrap_or(0);
+        obj.insert("maxItems".into(), bounds.max_items.max(least).into());
     }
     if obj.contains_key("properties") && !obj.contains_key("additionalProperties") {
         obj.insert("additionalProperties".into(), Value::Bool(false));

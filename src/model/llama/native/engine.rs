@@ -24,7 +24,7 @@ use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel as RawModel};
 use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
 
-use super::sample::{sample, sample_scored, Rng};
+use super::sample::{loop_token, sample, sample_scored, Rng};
 use super::text::{Added, TextBuffer};
 use crate::model::stream::StreamSender;
 use crate::model::{Completion, FinishReason, Sampling, TokenLogprob, Usage};
@@ -229,6 +229,7 @@ fn worker(
             .collect(),
         clock: 0,
         scratch: Vec::new(),
+        unlooped: Vec::new(),
         outputs: Vec::new(),
     };
     engine.run(&mut jobs);
@@ -256,6 +257,8 @@ struct Active {
     logprobs: Option<Vec<TokenLogprob>>,
     max_tokens: usize,
     generated: usize,
+    /// The tokens generated so far (for loop breaking).
+    history: Vec<u32>,
     text: TextBuffer,
     sink: Sink,
     submitted: Instant,
@@ -277,6 +280,8 @@ struct Engine<'m> {
     slots: Vec<Slot>,
     clock: u64,
     scratch: Vec<(u32, f32)>,
+    /// The logits of a step with a loop to break, copied so that the looping token can be ruled out.
+    unlooped: Vec<f32>,
     /// (slot index, batch index) of the logits requested in the current step.
     outputs: Vec<(usize, i32)>,
 }
@@ -369,6 +374,7 @@ impl Engine<'_> {
             logprobs: job.logprobs.then(Vec::new),
             max_tokens: job.max_tokens,
             generated: 0,
+            history: Vec::new(),
             text: TextBuffer::new(job.stop),
             sink: job.sink,
             submitted: job.submitted,
@@ -454,9 +460,17 @@ impl Engine<'_> {
     }
 
     fn sample_slot(&mut self, idx: usize, batch_idx: i32) {
-        let logits = self.ctx.get_logits_ith(batch_idx);
+        let mut logits = self.ctx.get_logits_ith(batch_idx);
         let slot = &mut self.slots[idx];
         let Some(active) = slot.active.as_mut() else { return };
+        let banned = if active.sampling.break_loops { loop_token(&active.history) } else { None };
+        if let Some(banned) = banned.filter(|b| (*b as usize) < logits.len()) {
+            self.unlooped.clear();
+            self.unlooped.extend_from_slice(logits);
+            self.unlooped[banned as usize] = -1e30;
+            logits = &self.unlooped;
+            tracing::trace!(seq = slot.seq, banned, "loop broken");
+        }
         let vocab = self.model.vocab();
         let sampled = if let Some(scores) = active.logprobs.as_mut() {
             sample_scored(logits, &active.sampling, &mut active.rng, active.matcher.as_mut(), &mut self.scratch).map(
@@ -477,6 +491,9 @@ impl Engine<'_> {
         };
         let now = Instant::now();
         active.first_token.get_or_insert(now);
+        if let Ok(t) = &sampled {
+            active.history.push(*t);
+        }
         let token = match sampled {
             Ok(t) => LlamaToken(t as i32),
             Err(e) => {

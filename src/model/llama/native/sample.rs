@@ -33,6 +33,31 @@ impl Rng {
     }
 }
 
+/// The shortest span of repeats [`loop_token`] acts on, in tokens.
+const LOOP_SPAN: usize = 16;
+/// The longest cycle [`loop_token`] looks for, in tokens.
+const LOOP_PERIOD: usize = 16;
+
+/// If the generated tokens end in a short cycle repeated at least three times (over at least
+/// [`LOOP_SPAN`] tokens), the token that would start the cycle once more: the caller rules it out, so that a
+/// small model stuck in a loop (`"Apex_Apex_Apex_..."`, the same sentence again and again) goes on
+/// differently, which under a grammar usually means closing the string.
+pub(crate) fn loop_token(history: &[u32]) -> Option<u32> {
+    let n = history.len();
+    for period in 1..=LOOP_PERIOD.min(n / 3) {
+        let repeats = LOOP_SPAN.div_ceil(period).max(3);
+        let span = repeats * period;
+        if span > n {
+            continue;
+        }
+        let tail = &history[n - span..];
+        if tail.iter().enumerate().all(|(i, t)| *t == tail[i % period]) {
+            return Some(tail[0]);
+        }
+    }
+    None
+}
+
 /// Why a constrained sample failed.
 #[derive(Debug)]
 pub(crate) struct ConstraintFailure(pub(crate) String);
@@ -192,6 +217,23 @@ fn argmax(logits: &[f32], mask: Option<&SimpleVob>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loop_is_seen_and_its_next_token_named() {
+        // "ab" eight times over: the next token would be `a` again.
+        let looping: Vec<u32> = std::iter::repeat([7, 8]).take(8).flatten().collect();
+        assert_eq!(loop_token(&looping), Some(7));
+        assert_eq!(loop_token(&looping[1..]), None, "seven and a half times is not yet a loop");
+        let same: Vec<u32> = vec![5; 16];
+        assert_eq!(loop_token(&same), Some(5));
+        // A six-token sentence three times (18 tokens).
+        let sentence: Vec<u32> = [1, 2, 3, 4, 5, 6].repeat(3);
+        assert_eq!(loop_token(&sentence), Some(1));
+        // Not yet a loop: too short, or not repeating.
+        assert_eq!(loop_token(&[7, 8, 7, 8, 7, 8]), None);
+        assert_eq!(loop_token(&(0..40).collect::<Vec<u32>>()), None);
+        assert_eq!(loop_token(&[]), None);
+    }
 
     #[test]
     fn greedy_picks_the_largest_logit() {
