@@ -4,7 +4,7 @@
 //! ```text
 //! scripts/fetch-bfcl.sh   # once: the data into models/bfcl
 //! cargo run --release --example bfcl -- --category simple_python --ids 0-199 \
-//!     [--model PATH] [--threads N] [--concurrency N] [--format lines|json|compact] [--call-threshold P|none] [--relevance-threshold R|none] \
+//!     [--model PATH] [--threads N] [--concurrency N] [--format lines|json|compact] [--call-threshold P|none] [--relevance-threshold R|none] [--narrow-tools M|none] [--ground-numbers on|off] [--ground-strings on|off] \
 //!     [--json] [--out results.jsonl]
 //! ```
 //!
@@ -20,7 +20,7 @@ use slm_agents::specialist::ToolFormat;
 
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 const USAGE: &str = "usage: bfcl [--category NAME] [--ids A-B] [--model PATH] [--threads N] [--concurrency N] \
-                     [--format lines|json|compact] [--call-threshold P|none] [--relevance-threshold R|none] [--json] [--out results.jsonl]";
+                     [--format lines|json|compact] [--call-threshold P|none] [--relevance-threshold R|none] [--narrow-tools M|none] [--ground-numbers on|off] [--ground-strings on|off] [--json] [--out results.jsonl]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut category = "simple_python".to_owned();
@@ -32,6 +32,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut out = None;
     let mut format = ToolFormat::default();
     let mut relevance = Some(slm_agents::specialist::DEFAULT_RELEVANCE_THRESHOLD);
+    let mut narrow = Some(slm_agents::specialist::DEFAULT_NARROW_MARGIN);
+    let mut ground = true;
+    let mut spans = false;
     let mut threshold = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -59,6 +62,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 relevance = match args.next().ok_or("--relevance-threshold needs a share or `none`")?.as_str() {
                     "none" => None,
                     p => Some(p.parse()?),
+                }
+            }
+            "--narrow-tools" => {
+                narrow = match args.next().ok_or("--narrow-tools needs a margin or `none`")?.as_str() {
+                    "none" => None,
+                    m => Some(m.parse()?),
+                }
+            }
+            "--ground-numbers" => {
+                ground = match args.next().as_deref() {
+                    Some("on") => true,
+                    Some("off") => false,
+                    _ => return Err("--ground-numbers needs `on` or `off`".into()),
+                }
+            }
+            "--ground-strings" => {
+                spans = match args.next().as_deref() {
+                    Some("on") => true,
+                    Some("off") => false,
+                    _ => return Err("--ground-strings needs `on` or `off`".into()),
                 }
             }
             "--json" => json = true,
@@ -98,8 +121,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let model: Arc<dyn LanguageModel> = Arc::new(builder.load()?);
 
-    let evaluation = Evaluation::new(cases)
-        .configure(move |b| b.tool_format(format).call_threshold(threshold).relevance_threshold(relevance));
+    let evaluation = Evaluation::new(cases).configure(move |b| {
+        b.tool_format(format)
+            .call_threshold(threshold)
+            .relevance_threshold(relevance)
+            .narrow_tools(narrow)
+            .ground_numbers(ground)
+            .ground_strings(spans)
+    });
     let evaluation = evaluation.on_progress(|done, total, result| {
         if done % 10 == 0 || done == total {
             let what = match &result.outcome {

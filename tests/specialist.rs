@@ -596,3 +596,145 @@ mod scripted {
         assert!(!validator.is_valid(&json!({"answer": {"summary": 3}})));
     }
 }
+
+/// The checks of the first turn (docs/specialists.md): relevance, narrowing, grounding.
+mod first_turn {
+    use slm_agents::model::{Constraint, ScriptedModel};
+    use slm_agents::run::MemoryRecorder;
+    use slm_agents::specialist::{Decided, ToolFormat};
+
+    use super::*;
+
+    #[derive(Deserialize, JsonSchema)]
+    struct City {
+        #[schemars(length(max = 40))]
+        city: String,
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    struct Convert {
+        amount: f64,
+        to: Currency,
+    }
+
+    fn two_tools(model: Arc<dyn LanguageModel>) -> slm_agents::specialist::ModelSpecialistBuilder<String, Reply> {
+        ModelSpecialist::builder("desk")
+            .model_arc(model)
+            .tool_dyn(Arc::new(tool_fn("weather.current", "Current weather in a city", |a: City| async move {
+                Ok::<_, Fail>(format!("sunny in {}", a.city))
+            })))
+            .tool_dyn(Arc::new(tool_fn(
+                "money.convert",
+                "Converts an amount of money into another currency",
+                |a: Convert| async move { Ok::<_, Fail>(a.amount) },
+            )))
+            .output::<Reply>()
+    }
+
+    #[test]
+    fn an_off_topic_request_is_answered_without_offering_a_call() {
+        let model = Arc::new(ScriptedModel::new([r#"{"answer": {"summary": "I only do weather and money."}}"#]));
+        let s = two_tools(model.clone()).build().unwrap();
+        let d =
+            futures::executor::block_on(s.decision("Write a poem about the sea".into(), &RunContext::new())).unwrap();
+        assert!(matches!(d.decided, Decided::Answer(_)));
+        assert_eq!(d.relevance, Some(0.0));
+        let Some(Constraint::JsonSchema(schema)) = &model.requests()[0].constraint else { panic!() };
+        assert!(!schema.to_string().contains("weather.current"), "the only turn may only answer");
+        // Without the check, the model is asked to choose.
+        let model = Arc::new(ScriptedModel::new([r#"{"answer": {"summary": "no"}}"#]));
+        let s = two_tools(model.clone()).relevance_threshold(None).build().unwrap();
+        futures::executor::block_on(s.decide("Write a poem about the sea".into(), &RunContext::new())).unwrap();
+        let Some(Constraint::JsonSchema(schema)) = &model.requests()[0].constraint else { panic!() };
+        assert!(schema.to_string().contains("weather.current"));
+    }
+
+    #[test]
+    fn the_first_turn_offers_only_the_tools_the_request_is_about() {
+        let call = r#"{"tool": "weather.current", "arguments": {"city": "Oslo"}}"#;
+        let model = Arc::new(ScriptedModel::new([call]));
+        let s = two_tools(model.clone()).build().unwrap();
+        futures::executor::block_on(s.decide("What is the weather in Oslo?".into(), &RunContext::new())).unwrap();
+        let Some(Constraint::JsonSchema(schema)) = &model.requests()[0].constraint else { panic!() };
+        let validator = jsonschema::validator_for(schema).unwrap();
+        assert!(validator.is_valid(&serde_json::from_str::<Value>(call).unwrap()));
+        assert!(!validator.is_valid(&json!({"tool": "money.convert", "arguments": {"amount": 3, "to": "EUR"}})));
+        assert!(validator.is_valid(&json!({"answer": {"summary": "ok"}})));
+    }
+
+    #[test]
+    fn a_call_with_a_number_the_request_never_gave_becomes_an_answer() {
+        let made_up = r#"{"tool": "money.convert", "arguments": {"amount": 250, "to": "EUR"}}"#;
+        let answer = r#"{"answer": {"summary": "How much should I convert?"}}"#;
+        let model = Arc::new(ScriptedModel::new([made_up, answer]));
+        let s = two_tools(model.clone()).build().unwrap();
+        let events = Arc::new(MemoryRecorder::default());
+        let ctx = RunContext::new().with_recorder(events.clone());
+        let out = futures::executor::block_on(s.run("Convert my salary into euros".into(), &ctx)).unwrap();
+        assert_eq!(out.summary, "How much should I convert?");
+        assert!(events.tool_calls().is_empty(), "the made-up call was not run");
+        // Stated, it runs.
+        let model = Arc::new(ScriptedModel::new([made_up, answer]));
+        let s = two_tools(model).build().unwrap();
+        let events = Arc::new(MemoryRecorder::default());
+        let ctx = RunContext::new().with_recorder(events.clone());
+        futures::executor::block_on(s.run("Convert $250 into euros".into(), &ctx)).unwrap();
+        assert_eq!(events.tool_calls().len(), 1);
+    }
+
+    #[test]
+    fn strings_can_be_held_to_spans_of_the_request() {
+        let model = Arc::new(ScriptedModel::new([r#"{"tool": "weather.current", "arguments": {"city": "Oslo"}}"#]));
+        let s = two_tools(model.clone()).ground_strings(true).build().unwrap();
+        futures::executor::block_on(s.decide("Weather in Oslo, Norway?".into(), &RunContext::new())).unwrap();
+        let Some(Constraint::JsonSchema(schema)) = &model.requests()[0].constraint else { panic!() };
+        let validator = jsonschema::validator_for(schema).unwrap();
+        for city in ["Oslo", "Oslo, Norway", "Norway"] {
+            assert!(validator.is_valid(&json!({"tool": "weather.current", "arguments": {"city": city}})), "{city}");
+        }
+        assert!(!validator.is_valid(&json!({"tool": "weather.current", "arguments": {"city": "San Francisco, CA"}})));
+    }
+
+    #[test]
+    fn the_ledger_says_whether_each_turn_validated() {
+        // A model that ignores the grammar: `city` is a number.
+        let model = Arc::new(ScriptedModel::new([
+            r#"{"tool": "weather.current", "arguments": {"city": 1}}"#,
+            r#"{"answer": {"summary": "sorry"}}"#,
+        ]));
+        let s = two_tools(model).build().unwrap();
+        let events = Arc::new(MemoryRecorder::default());
+        let ctx = RunContext::new().with_recorder(events.clone());
+        futures::executor::block_on(s.run("Weather in Oslo?".into(), &ctx)).unwrap();
+        let valid: Vec<Option<bool>> = events.model_calls().iter().map(|c| c.schema_valid).collect();
+        assert_eq!(valid, [Some(false), Some(true)]);
+    }
+
+    #[tokio::test]
+    async fn on_the_real_model_the_first_turn_checks_hold() {
+        let model: Arc<dyn LanguageModel> = Arc::new(support::smollm2());
+        for format in [ToolFormat::Lines, ToolFormat::Json, ToolFormat::Compact] {
+            let s = two_tools(model.clone()).tool_format(format).build().unwrap();
+            // Off topic: answered in words, in one model call (the answer turn).
+            let events = Arc::new(MemoryRecorder::default());
+            let ctx = RunContext::new().with_recorder(events.clone());
+            let d = s.decision("Write a short poem about the sea".into(), &ctx).await.unwrap();
+            assert!(matches!(d.decided, Decided::Answer(_)), "{format:?}: {:?}", d.decided);
+            assert_eq!(events.model_calls().len(), 1, "{format:?}");
+            // On topic: if it calls, it calls the weather tool, with a valid call recorded as valid.
+            let events = Arc::new(MemoryRecorder::default());
+            let ctx = RunContext::new().with_recorder(events.clone());
+            let d = s.decision("What is the weather in Oslo today?".into(), &ctx).await.unwrap();
+            assert!(d.relevance.unwrap() > 0.3, "{format:?}");
+            if let Decided::Calls(calls) = &d.decided {
+                assert!(calls.iter().all(|c| c.tool == "weather.current"), "{format:?}: {calls:?}");
+                assert_eq!(events.model_calls()[0].schema_valid, Some(true), "{format:?}");
+            }
+            // A conversion without an amount: never a call with a made-up amount.
+            let d = s.decision("Convert my salary into euros".into(), &RunContext::new()).await.unwrap();
+            if let Decided::Calls(calls) = &d.decided {
+                panic!("{format:?}: called {calls:?} without an amount");
+            }
+        }
+    }
+}

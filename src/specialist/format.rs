@@ -215,6 +215,13 @@ pub(super) struct Turns {
     pub calls: OutputSchema,
     /// The answer only.
     pub answer: OutputSchema,
+    format: ToolFormat,
+    specialist: String,
+    /// Per tool, in the toolbox's order, the schema of one call of it.
+    one_call: Vec<Value>,
+    answer_object: Value,
+    max_calls: usize,
+    max_tokens: u32,
 }
 
 impl Turns {
@@ -250,25 +257,64 @@ impl Turns {
             "required": ["answer"],
             "additionalProperties": false,
         });
-        let (calls, no_call): (Value, Option<Value>) = match format {
+        let answer = OutputSchema::from_value(format!("answer of specialist {specialist}"), answer_object.clone())?
+            .within_tokens(max_tokens);
+        let mut turns = Self {
+            decide: answer.clone(),
+            calls: answer.clone(),
+            answer,
+            format,
+            specialist: specialist.to_owned(),
+            one_call,
+            answer_object,
+            max_calls,
+            max_tokens,
+        };
+        let (decide, calls) = turns.among(None, None)?;
+        turns.decide = decide;
+        turns.calls = calls;
+        Ok(turns)
+    }
+
+    /// The schemas of a turn that may call only the tools marked in `offered` (all without it), with free
+    /// strings limited to `spans` if given: calls or the answer, and calls only.
+    pub(super) fn among(
+        &self,
+        offered: Option<&[bool]>,
+        spans: Option<&[String]>,
+    ) -> Result<(OutputSchema, OutputSchema)> {
+        let one_call: Vec<Value> = self
+            .one_call
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| offered.is_none_or(|o| o.get(*i).copied().unwrap_or(true)))
+            .map(|(_, c)| match spans {
+                Some(spans) => {
+                    let mut c = c.clone();
+                    if let Some(arguments) = c.pointer_mut("/properties/arguments") {
+                        *arguments = super::relevance::spans_only(arguments, spans);
+                    }
+                    c
+                }
+                None => c.clone(),
+            })
+            .collect();
+        let (calls, no_call): (Value, Option<Value>) = match self.format {
             ToolFormat::Json => {
-                let list = |min: usize| json!({ "type": "array", "items": { "anyOf": one_call }, "minItems": min, "maxItems": max_calls.max(1) });
+                let list = |min: usize| json!({ "type": "array", "items": { "anyOf": one_call }, "minItems": min, "maxItems": self.max_calls.max(1) });
                 (list(1), Some(list(0)))
             }
             ToolFormat::Lines | ToolFormat::Compact => (json!({ "anyOf": one_call }), None),
         };
         let decide = match no_call {
-            Some(list) => json!({ "anyOf": [list, answer_object.clone()] }),
-            None => json!({ "anyOf": [calls.clone(), answer_object.clone()] }),
+            Some(list) => json!({ "anyOf": [list, self.answer_object.clone()] }),
+            None => json!({ "anyOf": [calls.clone(), self.answer_object.clone()] }),
         };
-        Ok(Self {
-            decide: OutputSchema::from_value(format!("reply of specialist {specialist}"), decide)?
-                .within_tokens(max_tokens),
-            calls: OutputSchema::from_value(format!("tool calls of specialist {specialist}"), calls)?
-                .within_tokens(max_tokens),
-            answer: OutputSchema::from_value(format!("answer of specialist {specialist}"), answer_object)?
-                .within_tokens(max_tokens),
-        })
+        let name = &self.specialist;
+        Ok((
+            OutputSchema::from_value(format!("reply of specialist {name}"), decide)?.within_tokens(self.max_tokens),
+            OutputSchema::from_value(format!("tool calls of specialist {name}"), calls)?.within_tokens(self.max_tokens),
+        ))
     }
 }
 

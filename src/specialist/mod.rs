@@ -14,7 +14,7 @@ mod relevance;
 
 pub use format::ToolFormat;
 pub use model::{
-    Decided, Decision, ModelSpecialist, ModelSpecialistBuilder, DEFAULT_MAX_TOOL_RESULT_BYTES,
+    Decided, Decision, ModelSpecialist, ModelSpecialistBuilder, DEFAULT_MAX_TOOL_RESULT_BYTES, DEFAULT_NARROW_MARGIN,
     DEFAULT_RELEVANCE_THRESHOLD,
 };
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::format::{call_probability, parse_turn, system_prompt, Turn, Turns};
-use super::relevance::{relevance, tool_stems};
+use super::relevance::{made_up_number, numbers_in, request_spans, scores, tool_numbers, tool_stems};
 use super::{Specialist, SpecialistCard, ToolFormat};
 use crate::agent::Agent;
 use crate::model::{Completion, LanguageModel, Message, Request, Sampling};
@@ -23,6 +23,9 @@ use crate::{Error, Result};
 
 /// The default of [`ModelSpecialistBuilder::max_tool_result_bytes`].
 pub const DEFAULT_MAX_TOOL_RESULT_BYTES: usize = 8 * 1024;
+
+/// The default of [`ModelSpecialistBuilder::narrow_tools`].
+pub const DEFAULT_NARROW_MARGIN: f64 = 0.1;
 
 /// The default of [`ModelSpecialistBuilder::relevance_threshold`].
 pub const DEFAULT_RELEVANCE_THRESHOLD: f64 = 0.1;
@@ -71,7 +74,11 @@ pub struct ModelSpecialist<I = String, O = String> {
     answer: OutputSchema,
     call_threshold: Option<f64>,
     relevance_threshold: Option<f64>,
+    narrow_margin: Option<f64>,
+    ground_strings: bool,
     tool_stems: Vec<Vec<String>>,
+    /// Per tool, the numbers its description and schema state; `None` when numbers are not checked.
+    tool_numbers: Option<std::collections::BTreeMap<String, Vec<f64>>>,
     sampling: Sampling,
     max_steps: usize,
     max_tool_calls: Option<usize>,
@@ -106,6 +113,9 @@ pub struct ModelSpecialistBuilder<I = String, O = String> {
     format: ToolFormat,
     call_threshold: Option<f64>,
     relevance_threshold: Option<f64>,
+    narrow_margin: Option<f64>,
+    ground_numbers: bool,
+    ground_strings: bool,
     max_calls_per_turn: usize,
     sampling: Sampling,
     max_steps: usize,
@@ -136,6 +146,9 @@ impl ModelSpecialist {
             format: ToolFormat::default(),
             call_threshold: None,
             relevance_threshold: Some(DEFAULT_RELEVANCE_THRESHOLD),
+            narrow_margin: Some(DEFAULT_NARROW_MARGIN),
+            ground_numbers: true,
+            ground_strings: false,
             max_calls_per_turn: 8,
             sampling: Sampling::greedy(),
             max_steps: 4,
@@ -258,6 +271,46 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
         self
     }
 
+    /// On the first turn, offers the model only the tools about as relevant to the request as the most
+    /// relevant one: those whose relevance (see [`relevance_threshold`](Self::relevance_threshold)) is at
+    /// most `margin` below the best (default [`DEFAULT_NARROW_MARGIN`]); `None` offers every tool. The
+    /// prompt still lists every tool; the grammar of that turn allows only the tools kept (and the answer).
+    /// Later turns, after tool results, may call any tool.
+    ///
+    /// With several tools, a small model often calls a tool next to the right one; the words of the request
+    /// pick the right one far more often (on BFCL's `multiple` development split, the best-matching tool is
+    /// the expected one 94 times in 100, and with a margin of 0.1 the expected tool is kept 99 times in 100,
+    /// with 1.17 tools kept on average).
+    pub fn narrow_tools(mut self, margin: impl Into<Option<f64>>) -> Self {
+        self.narrow_margin = margin.into();
+        self
+    }
+
+    /// Whether a first call may use numbers the request does not state (default: it may not).
+    ///
+    /// On the first turn, every number in a call's arguments must be stated by the request (in digits, with
+    /// thousands separators or as a percentage, or in common words: `five`, `dozen`, `half`) or by the
+    /// tool's own description and schema (a default, an allowed value, a bound), or be 0 or 1. A call with a
+    /// number from nowhere is taken as the sign of a request that lacks what the tool needs (small models
+    /// fill the gap with made-up values, and call tools that do not fit at all with made-up values), and the
+    /// specialist answers in words instead. Turn it off for tools whose numbers the model is meant to work
+    /// out (a date from "next Friday", a sum); later turns, after tool results, are never checked.
+    pub fn ground_numbers(mut self, on: bool) -> Self {
+        self.ground_numbers = on;
+        self
+    }
+
+    /// Whether the first call's free strings must be taken from the request (default off).
+    ///
+    /// On, every string argument without allowed values, a format or a pattern must be a run of up to eight
+    /// words of the request, as written (punctuation around it trimmed): the model picks the span, it cannot
+    /// write a name the user did not. For tools whose strings are names, places, titles and ids the user
+    /// gives; not for strings the model must compose (a message, a query, a formula).
+    pub fn ground_strings(mut self, on: bool) -> Self {
+        self.ground_strings = on;
+        self
+    }
+
     /// The most tool calls in one turn (default 8): with [`ToolFormat::Json`] the model may ask for several
     /// calls at once where a request needs several ("the weather in Paris and in Rome"); they run
     /// concurrently. Identical calls in one turn are made once.
@@ -350,6 +403,9 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
             format: self.format,
             call_threshold: self.call_threshold,
             relevance_threshold: self.relevance_threshold,
+            narrow_margin: self.narrow_margin,
+            ground_numbers: self.ground_numbers,
+            ground_strings: self.ground_strings,
             max_calls_per_turn: self.max_calls_per_turn,
             sampling: self.sampling,
             max_steps: self.max_steps,
@@ -398,6 +454,12 @@ where
                 reason: format!("{t} is not a probability (0 to 1)"),
             });
         }
+        if let Some(m) = self.narrow_margin.filter(|m| !(0.0..=1.0).contains(m)) {
+            return Err(Error::InvalidSetting {
+                setting: "narrow_tools",
+                reason: format!("{m} is not a share (0 to 1)"),
+            });
+        }
         if let Some(t) = self.relevance_threshold.filter(|t| !(0.0..=1.0).contains(t)) {
             return Err(Error::InvalidSetting {
                 setting: "relevance_threshold",
@@ -409,6 +471,16 @@ where
         let answer = OutputSchema::from_value(crate::structured::short_type_name::<O>(), answer_schema.clone())?;
         let turns = Turns::new(self.format, &name, &tools, answer_schema, self.max_calls_per_turn, self.max_tokens)?;
         let tool_stems = tool_stems(&tools);
+        let tool_numbers = self.ground_numbers.then(|| {
+            tools
+                .names()
+                .map(|name| {
+                    let description = tools.get(name).map(|t| t.description()).unwrap_or_default();
+                    let schema = tools.parameters(name).cloned().unwrap_or_default();
+                    (name.to_owned(), tool_numbers(&description, &schema))
+                })
+                .collect()
+        });
         let system = system_prompt(self.format, &self.instructions, &tools);
         Ok(ModelSpecialist {
             card: self.card,
@@ -420,7 +492,10 @@ where
             answer,
             call_threshold: self.call_threshold,
             relevance_threshold: self.relevance_threshold,
+            narrow_margin: self.narrow_margin,
+            ground_strings: self.ground_strings,
             tool_stems,
+            tool_numbers,
             sampling: self.sampling,
             max_steps: self.max_steps,
             max_tool_calls: self.max_tool_calls,
@@ -540,16 +615,17 @@ where
     /// As [`decide`](Self::decide).
     pub async fn decision(&self, input: I, ctx: &RunContext) -> Result<Decision<O>> {
         let task = self.task_text(&input)?;
-        let relevance = self.relevance(&task);
+        let (relevance, offered) = self.about(&task);
         let messages = vec![Message::system(self.system.clone()), Message::user(task)];
         let result = async {
             let answer_only = self.tools.is_empty() || self.off_topic(relevance);
-            let turn = self.turn(&messages, answer_only, 0, ctx).await?;
+            let mut turn = self.turn(&messages, answer_only, offered.as_deref(), 0, ctx).await?;
+            turn.turn = self.grounded(turn.turn, messages[1].content.as_str());
             let decided = match turn.turn {
                 Turn::Calls(calls) => Decided::Calls(calls),
                 Turn::Answer(answer) => Decided::Answer(self.read_answer(answer, turn.completion)?),
                 Turn::NoCall => {
-                    let answer = self.turn(&messages, true, 1, ctx).await?;
+                    let answer = self.turn(&messages, true, None, 1, ctx).await?;
                     match answer.turn {
                         Turn::Answer(value) => Decided::Answer(self.read_answer(value, answer.completion)?),
                         _ => return Err(self.neither(&answer.completion)),
@@ -562,9 +638,36 @@ where
         result.map_err(|e| self.in_specialist(e))
     }
 
-    /// How much the task is about the tools (`None` without tools).
-    fn relevance(&self, task: &str) -> Option<f64> {
-        (!self.tools.is_empty()).then(|| relevance(task, &self.tool_stems))
+    /// How much the task is about the best-matching tool (`None` without tools), and which tools to offer
+    /// on the first turn (`None`: all).
+    fn about(&self, task: &str) -> (Option<f64>, Option<Vec<bool>>) {
+        if self.tools.is_empty() {
+            return (None, None);
+        }
+        let scores = scores(task, &self.tool_stems);
+        let best = scores.iter().copied().fold(0.0, f64::max);
+        let offered =
+            self.narrow_margin.map(|margin| scores.iter().map(|s| *s >= best - margin - 1e-9).collect::<Vec<_>>());
+        let offered = offered.filter(|o: &Vec<bool>| o.iter().any(|k| !k));
+        if let Some(o) = &offered {
+            tracing::debug!(specialist = %self.card_name(), offered = o.iter().filter(|k| **k).count(), "tools narrowed to the request");
+        }
+        (Some(best), offered)
+    }
+
+    /// The turn, or no call if a call uses a number neither the task nor its tool states.
+    fn grounded(&self, turn: Turn, task: &str) -> Turn {
+        let (Some(known), Turn::Calls(calls)) = (&self.tool_numbers, &turn) else { return turn };
+        let stated = numbers_in(task);
+        for call in calls {
+            let own = known.get(&call.tool).map(Vec::as_slice).unwrap_or_default();
+            let all: Vec<f64> = stated.iter().chain(own).copied().collect();
+            if let Some(number) = made_up_number(&call.arguments, &all) {
+                tracing::debug!(specialist = %self.card_name(), tool = %call.tool, number, "a number the request does not state; answering");
+                return Turn::NoCall;
+            }
+        }
+        turn
     }
 
     /// Whether the task is too far from every tool to consider calling one.
@@ -590,8 +693,29 @@ where
 
     /// One model turn: the answer only, or (with tools) calls or the answer, where the call threshold
     /// decides between calling and answering.
-    async fn turn(&self, messages: &[Message], answer_only: bool, step: usize, ctx: &RunContext) -> Result<TurnTaken> {
-        let schema = if answer_only { &self.turns.answer } else { &self.turns.decide };
+    async fn turn(
+        &self,
+        messages: &[Message],
+        answer_only: bool,
+        offered: Option<&[bool]>,
+        step: usize,
+        ctx: &RunContext,
+    ) -> Result<TurnTaken> {
+        let spans = (self.ground_strings && step == 0 && !answer_only)
+            .then(|| {
+                messages.iter().rev().find(|m| m.role == crate::model::Role::User).map(|m| request_spans(&m.content))
+            })
+            .flatten();
+        let narrowed = match (offered, &spans) {
+            (None, None) => None,
+            _ if answer_only => None,
+            (offered, spans) => Some(self.turns.among(offered, spans.as_deref())?),
+        };
+        let (decide, calls) = match &narrowed {
+            Some((decide, calls)) => (decide, calls),
+            None => (&self.turns.decide, &self.turns.calls),
+        };
+        let schema = if answer_only { &self.turns.answer } else { decide };
         let mut request = Request::chat(messages.to_vec())
             .with_sampling(self.sampling)
             .with_max_tokens(self.max_tokens)
@@ -620,8 +744,8 @@ where
                 let request = Request::chat(messages.to_vec())
                     .with_sampling(self.sampling)
                     .with_max_tokens(self.max_tokens)
-                    .with_constraint(self.turns.calls.constraint());
-                let (completion, turn) = self.model_turn(&self.turns.calls, request, step, ctx).await?;
+                    .with_constraint(calls.constraint());
+                let (completion, turn) = self.model_turn(calls, request, step, ctx).await?;
                 Ok(TurnTaken { completion, turn, call_probability })
             }
             turn => Ok(TurnTaken { completion, turn, call_probability }),
@@ -690,12 +814,17 @@ where
 
     async fn run_loop(&self, input: I, ctx: &RunContext) -> Result<O> {
         let task = self.task_text(&input)?;
-        let mut answer_only = self.tools.is_empty() || self.off_topic(self.relevance(&task));
+        let (relevance, offered) = self.about(&task);
+        let mut answer_only = self.tools.is_empty() || self.off_topic(relevance);
         let mut messages = vec![Message::system(self.system.clone()), Message::user(task)];
         let mut tool_errors = 0;
         let mut done_calls: Vec<ToolCall> = Vec::new();
         for step in 0..self.max_steps {
-            let taken = self.turn(&messages, answer_only, step, ctx).await?;
+            let offered = if step == 0 { offered.as_deref() } else { None };
+            let mut taken = self.turn(&messages, answer_only, offered, step, ctx).await?;
+            if step == 0 {
+                taken.turn = self.grounded(taken.turn, messages[1].content.as_str());
+            }
             let calls = match taken.turn {
                 Turn::Answer(answer) => return self.read_answer(answer, taken.completion),
                 Turn::NoCall => {
