@@ -626,7 +626,7 @@ mod first_turn {
             .tool_dyn(Arc::new(tool_fn(
                 "money.convert",
                 "Converts an amount of money into another currency",
-                |a: Convert| async move { Ok::<_, Fail>(a.amount) },
+                |a: Convert| async move { Ok::<_, Fail>(json!({ "amount": a.amount, "currency": a.to })) },
             )))
             .output::<Reply>()
     }

@@ -11,11 +11,18 @@ use crate::Result;
 /// its calls.
 ///
 /// The grammar of each turn follows the format, so either way a call always names an offered tool with
-/// arguments of the right shape; the format decides what the model *reads*, and small models are much better
-/// at a format they were trained on (see docs/eval.md for the measured difference).
+/// arguments of the right shape; the format decides what the model *reads*. Which format suits a model is
+/// measured, not assumed: SmolLM2-135M does worse with the format of its own function-calling training data
+/// than with the shortest one (docs/eval.md has the figures, and `examples/bfcl.rs --format` measures yours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ToolFormat {
+    /// One line per tool, `name(arg: type (description), ..): description`, and one call per turn,
+    /// `{"tool": "..", "arguments": {..}}`, or the answer, `{"answer": ..}` (the format of slm-agents 0.1).
+    /// Required arguments, defaults and allowed values are left to the grammar, which enforces them. The
+    /// shortest prompt, and the best format for SmolLM2-135M (docs/eval.md).
+    #[default]
+    Compact,
     /// Each tool on a line of its own, then one line per argument with its type, whether it is required, its
     /// default and its allowed values:
     ///
@@ -25,21 +32,18 @@ pub enum ToolFormat {
     ///   unit (one of "celsius", "fahrenheit", optional, default "celsius")
     /// ```
     ///
-    /// The reply is one call, `{"tool": "..", "arguments": {..}}`, or the answer, `{"answer": ..}`. The best
-    /// format for SmolLM2-135M on every category but parallel calls.
-    #[default]
+    /// The reply is one call, `{"tool": "..", "arguments": {..}}`, or the answer, `{"answer": ..}`. For
+    /// models that use what they are told about arguments: SmolLM2-135M does not (shown a list of allowed
+    /// values, it tends to pick the first; see docs/eval.md).
     Lines,
     /// The function-calling format of the xLAM/APIGen data that many small models (SmolLM2 among them) were
     /// trained on: the tools as a JSON list with their argument schemas, and a reply that is a JSON list of
     /// calls, `[{"name": "..", "arguments": {..}}, ..]`: several calls in one turn where the request asks for
     /// several, `[]` when no tool fits (the model then answers in words). The model may also answer at once
-    /// with `{"answer": ..}`. Larger models follow it well; SmolLM2-135M makes more mistakes with it than
-    /// with [`Lines`](Self::Lines), and its prompts are longer.
+    /// with `{"answer": ..}`. SmolLM2-135M makes more mistakes with it than with
+    /// [`Compact`](Self::Compact) and loops in long lists, and its prompts are twice as long; it is the
+    /// format for models that make several calls in one turn.
     Json,
-    /// The format of slm-agents 0.1: one line per tool (`name(arg: type (description), ..): description`,
-    /// without required arguments, defaults or allowed values) and one call per turn,
-    /// `{"tool": "..", "arguments": {..}}`, or `{"answer": ..}`. Kept to compare with.
-    Compact,
 }
 
 /// The standing instructions of [`ToolFormat::Json`], as the model was trained on them.
@@ -244,7 +248,7 @@ impl Turns {
                     "type": "object",
                     "properties": {
                         key: { "const": tool },
-                        "arguments": tools.parameters(tool).cloned().unwrap_or(json!({})),
+                        "arguments": within_budget(tools.parameters(tool).unwrap_or(&json!({})), max_tokens),
                     },
                     "required": [key, "arguments"],
                     "additionalProperties": false,
@@ -299,6 +303,10 @@ impl Turns {
                 None => c.clone(),
             })
             .collect();
+        if one_call.is_empty() {
+            // No tool (none at all, or none offered): the answer is all a turn may be.
+            return Ok((self.answer.clone(), self.answer.clone()));
+        }
         let (calls, no_call): (Value, Option<Value>) = match self.format {
             ToolFormat::Json => {
                 let list = |min: usize| json!({ "type": "array", "items": { "anyOf": one_call }, "minItems": min, "maxItems": self.max_calls.max(1) });
@@ -316,6 +324,60 @@ impl Turns {
             OutputSchema::from_value(format!("tool calls of specialist {name}"), calls)?.within_tokens(self.max_tokens),
         ))
     }
+}
+
+/// A tool's argument schema for decoding, with its free strings bounded so that the call can finish within
+/// `max_tokens`: the budget, at about 1.5 characters a token, is shared among the string values the call may
+/// hold (a list of objects counted at four items), each given at least 16 and at most `max_tokens / 2`
+/// characters. A list of objects the schema leaves unbounded gets at most four items. Bounds the schema sets
+/// are kept.
+fn within_budget(schema: &Value, max_tokens: u32) -> Value {
+    const OBJECT_ITEMS: u64 = 4;
+    fn slots(schema: &Value) -> u64 {
+        let Value::Object(map) = schema else { return 0 };
+        let ty = map.get("type").and_then(Value::as_str);
+        let fixed = ["enum", "const", "format", "pattern", "maxLength"].iter().any(|k| map.contains_key(*k));
+        match ty {
+            Some("string") if !fixed => 1,
+            Some("array") => {
+                let items = map.get("items").map(slots).unwrap_or(0);
+                let n = map.get("maxItems").and_then(Value::as_u64).unwrap_or(OBJECT_ITEMS);
+                items * n.min(OBJECT_ITEMS)
+            }
+            _ => map.get("properties").and_then(Value::as_object).map(|p| p.values().map(slots).sum()).unwrap_or(0),
+        }
+    }
+    fn bound(schema: &mut Value, per_string: u64) {
+        let Value::Object(map) = schema else { return };
+        let ty = map.get("type").and_then(Value::as_str).map(str::to_owned);
+        let fixed = ["enum", "const", "format", "pattern"].iter().any(|k| map.contains_key(*k));
+        match ty.as_deref() {
+            Some("string") if !fixed && !map.contains_key("maxLength") => {
+                let least = map.get("minLength").and_then(Value::as_u64).unwrap_or(0);
+                map.insert("maxLength".into(), per_string.max(least).into());
+            }
+            Some("array") => {
+                let objects = map.get("items").is_some_and(|i| slots(i) > 1);
+                if objects && !map.contains_key("maxItems") {
+                    let least = map.get("minItems").and_then(Value::as_u64).unwrap_or(0);
+                    map.insert("maxItems".into(), OBJECT_ITEMS.max(least).into());
+                }
+                if let Some(items) = map.get_mut("items") {
+                    bound(items, per_string);
+                }
+            }
+            _ => {
+                if let Some(Value::Object(props)) = map.get_mut("properties") {
+                    props.values_mut().for_each(|p| bound(p, per_string));
+                }
+            }
+        }
+    }
+    let budget = u64::from(max_tokens) * 3 / 2;
+    let per_string = (budget / slots(schema).max(1)).clamp(16, u64::from(max_tokens / 2).max(16));
+    let mut schema = schema.clone();
+    bound(&mut schema, per_string);
+    schema
 }
 
 /// What one model turn asked for.
@@ -435,6 +497,27 @@ mod tests {
             logprob: p.ln(),
             top: top.iter().map(|(s, p)| ((*s).to_owned(), p.ln())).collect(),
         }
+    }
+
+    #[test]
+    fn free_strings_share_the_token_budget() {
+        let one = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+        assert_eq!(within_budget(&one, 256)["properties"]["city"]["maxLength"], 128);
+        let beer = json!({"type": "object", "properties": {
+            "a": {"type": "string"}, "b": {"type": "string"}, "c": {"type": "string"},
+            "d": {"type": "string"}, "e": {"type": "string"}, "f": {"type": "string", "enum": ["x"]},
+            "g": {"type": "string", "maxLength": 5}}});
+        let b = within_budget(&beer, 256);
+        assert_eq!(b["properties"]["a"]["maxLength"], 384 / 5);
+        assert_eq!(b["properties"]["g"]["maxLength"], 5);
+        assert!(b["properties"]["f"].get("maxLength").is_none());
+        let query = json!({"type": "object", "properties": {"table": {"type": "string"},
+            "conditions": {"type": "array", "items": {"type": "object", "properties": {
+                "field": {"type": "string"}, "value": {"type": "string"}}}}}});
+        let q = within_budget(&query, 256);
+        assert_eq!(q["properties"]["conditions"]["maxItems"], 4);
+        // 1 + 2 × 4 strings share 384 characters.
+        assert_eq!(q["properties"]["conditions"]["items"]["properties"]["field"]["maxLength"], 384 / 9);
     }
 
     #[test]

@@ -232,7 +232,7 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
         self.error.get_or_insert(error);
     }
 
-    /// How tools are shown to the model and how it writes calls (default [`ToolFormat::Lines`]).
+    /// How tools are shown to the model and how it writes calls (default [`ToolFormat::Compact`]).
     pub fn tool_format(mut self, format: ToolFormat) -> Self {
         self.format = format;
         self
@@ -659,7 +659,8 @@ where
     fn grounded(&self, turn: Turn, task: &str) -> Turn {
         let (Some(known), Turn::Calls(calls)) = (&self.tool_numbers, &turn) else { return turn };
         let stated = numbers_in(task);
-        for call in calls {
+        // A call that does not validate is left to the loop, which tells the model what is wrong with it.
+        for call in calls.iter().filter(|c| self.tools.validate(&c.tool, &c.arguments).is_ok()) {
             let own = known.get(&call.tool).map(Vec::as_slice).unwrap_or_default();
             let all: Vec<f64> = stated.iter().chain(own).copied().collect();
             if let Some(number) = made_up_number(&call.arguments, &all) {
