@@ -328,12 +328,29 @@ impl Turns {
 
 /// A tool's argument schema for decoding, with its free strings bounded so that the call can finish within
 /// `max_tokens`: the budget, at about 1.5 characters a token, is shared among the string values the call may
-/// hold (a list of objects counted at four items), each given at least 16 and at most `max_tokens / 2`
-/// characters. A list of objects the schema leaves unbounded gets at most four items. Bounds the schema sets
-/// are kept.
+/// hold (a list counted at its most items), each given at least 16 and at most `max_tokens / 2` characters.
+/// A list of objects the schema leaves unbounded gets at most four items, a list of strings eight. A value
+/// the schema leaves free (`{}`, `true`) becomes a bounded scalar, a bounded list of scalars, or an object
+/// of bounded scalars. Bounds the schema sets are kept; arguments are still validated against the schema
+/// itself.
 fn within_budget(schema: &Value, max_tokens: u32) -> Value {
     const OBJECT_ITEMS: u64 = 4;
+    const STRING_ITEMS: u64 = 8;
+    fn free(schema: &Value) -> bool {
+        match schema {
+            Value::Bool(true) => true,
+            Value::Object(map) => {
+                !["type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "not", "properties", "items"]
+                    .iter()
+                    .any(|k| map.contains_key(*k))
+            }
+            _ => false,
+        }
+    }
     fn slots(schema: &Value) -> u64 {
+        if free(schema) {
+            return 1;
+        }
         let Value::Object(map) = schema else { return 0 };
         let ty = map.get("type").and_then(Value::as_str);
         let fixed = ["enum", "const", "format", "pattern", "maxLength"].iter().any(|k| map.contains_key(*k));
@@ -341,13 +358,33 @@ fn within_budget(schema: &Value, max_tokens: u32) -> Value {
             Some("string") if !fixed => 1,
             Some("array") => {
                 let items = map.get("items").map(slots).unwrap_or(0);
-                let n = map.get("maxItems").and_then(Value::as_u64).unwrap_or(OBJECT_ITEMS);
-                items * n.min(OBJECT_ITEMS)
+                let most = if items > 1 { OBJECT_ITEMS } else { STRING_ITEMS };
+                let n = map.get("maxItems").and_then(Value::as_u64).unwrap_or(most);
+                items * n.min(most)
             }
             _ => map.get("properties").and_then(Value::as_object).map(|p| p.values().map(slots).sum()).unwrap_or(0),
         }
     }
     fn bound(schema: &mut Value, per_string: u64) {
+        if free(schema) {
+            let description = schema.get("description").cloned();
+            let scalar = json!([
+                { "type": "string", "maxLength": per_string },
+                { "type": "number" },
+                { "type": "boolean" },
+                { "type": "null" },
+            ]);
+            let mut bounded = json!({ "anyOf": [
+                scalar[0], scalar[1], scalar[2], scalar[3],
+                { "type": "array", "items": { "anyOf": scalar }, "maxItems": STRING_ITEMS },
+                { "type": "object", "additionalProperties": { "anyOf": scalar } },
+            ]});
+            if let Some(d) = description {
+                bounded["description"] = d;
+            }
+            *schema = bounded;
+            return;
+        }
         let Value::Object(map) = schema else { return };
         let ty = map.get("type").and_then(Value::as_str).map(str::to_owned);
         let fixed = ["enum", "const", "format", "pattern"].iter().any(|k| map.contains_key(*k));
@@ -357,10 +394,11 @@ fn within_budget(schema: &Value, max_tokens: u32) -> Value {
                 map.insert("maxLength".into(), per_string.max(least).into());
             }
             Some("array") => {
-                let objects = map.get("items").is_some_and(|i| slots(i) > 1);
-                if objects && !map.contains_key("maxItems") {
+                let item_slots = map.get("items").map(slots).unwrap_or(0);
+                if item_slots > 0 && !map.contains_key("maxItems") {
+                    let most = if item_slots > 1 { OBJECT_ITEMS } else { STRING_ITEMS };
                     let least = map.get("minItems").and_then(Value::as_u64).unwrap_or(0);
-                    map.insert("maxItems".into(), OBJECT_ITEMS.max(least).into());
+                    map.insert("maxItems".into(), most.max(least).into());
                 }
                 if let Some(items) = map.get_mut("items") {
                     bound(items, per_string);
@@ -518,6 +556,18 @@ mod tests {
         assert_eq!(q["properties"]["conditions"]["maxItems"], 4);
         // 1 + 2 × 4 strings share 384 characters.
         assert_eq!(q["properties"]["conditions"]["items"]["properties"]["field"]["maxLength"], 384 / 9);
+        let tags = json!({"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}}}});
+        let t = within_budget(&tags, 256);
+        assert_eq!(t["properties"]["tags"]["maxItems"], 8);
+        assert_eq!(t["properties"]["tags"]["items"]["maxLength"], 384 / 8);
+        // A free value becomes a bounded one.
+        let any = json!({"type": "object", "properties": {"data": {"description": "anything"}}});
+        let a = within_budget(&any, 256);
+        assert_eq!(a["properties"]["data"]["anyOf"][0]["maxLength"], 128);
+        assert_eq!(a["properties"]["data"]["description"], "anything");
+        let validator = jsonschema::validator_for(&a).unwrap();
+        assert!(validator.is_valid(&json!({"data": {"rows": 3, "name": "x"}})));
+        assert!(validator.is_valid(&json!({"data": ["a", 1]})));
     }
 
     #[test]

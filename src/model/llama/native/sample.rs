@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn a_loop_is_seen_and_its_next_token_named() {
         // "ab" eight times over: the next token would be `a` again.
-        let looping: Vec<u32> = std::iter::repeat([7, 8]).take(8).flatten().collect();
+        let looping: Vec<u32> = std::iter::repeat_n([7, 8], 8).flatten().collect();
         assert_eq!(loop_token(&looping), Some(7));
         assert_eq!(loop_token(&looping[1..]), None, "seven and a half times is not yet a loop");
         let same: Vec<u32> = vec![5; 16];
