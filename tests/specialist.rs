@@ -710,6 +710,32 @@ mod first_turn {
         assert_eq!(valid, [Some(false), Some(true)]);
     }
 
+    #[test]
+    fn the_ledger_keeps_the_tools_shown_and_the_grammar() {
+        let model = Arc::new(ScriptedModel::new([r#"{"answer": {"summary": "sunny"}}"#]));
+        let s = two_tools(model).build().unwrap();
+        let events = Arc::new(MemoryRecorder::default());
+        let ctx = RunContext::new().with_recorder(events.clone());
+        futures::executor::block_on(s.run("Weather in Oslo?".into(), &ctx)).unwrap();
+        let call = &events.model_calls()[0];
+        let names: Vec<&str> = call.tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["money.convert", "weather.current"]);
+        assert_eq!(call.tools[1].description, "Current weather in a city");
+        assert!(call.tools[1].parameters["properties"]["city"].is_object());
+        assert!(matches!(&call.constraint, Some(Constraint::JsonSchema(_))));
+        // Both survive a ledger line, and a line written before they existed still reads.
+        let line = serde_json::to_value(RunEvent::ModelCall(call.clone())).unwrap();
+        let back: RunEvent = serde_json::from_value(line.clone()).unwrap();
+        assert_eq!(back, RunEvent::ModelCall(call.clone()));
+        let mut old = line;
+        let fields =
+            old.as_object_mut().unwrap().values_mut().find_map(|v| v.as_object_mut()).unwrap_or_else(|| panic!());
+        fields.remove("tools");
+        fields.remove("constraint");
+        let RunEvent::ModelCall(read) = serde_json::from_value::<RunEvent>(old).unwrap() else { panic!() };
+        assert!(read.tools.is_empty() && read.constraint.is_none());
+    }
+
     #[tokio::test]
     async fn on_the_real_model_the_first_turn_checks_hold() {
         let model: Arc<dyn LanguageModel> = Arc::new(support::smollm2());

@@ -24,6 +24,7 @@ pub use score::{score, standardize, Verdict};
 use crate::model::{LanguageModel, Message, Role};
 use crate::run::{MemoryRecorder, RunContext};
 use crate::specialist::{Decided, ModelSpecialist, ModelSpecialistBuilder};
+pub use crate::tool::ToolSpec;
 use crate::tool::{declared, ToolCall};
 use crate::{Error, Result};
 
@@ -77,18 +78,6 @@ impl Case {
             None => context.trim_end().to_owned(),
         }
     }
-}
-
-/// A tool offered in a case: its name, description and the JSON Schema of its arguments.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolSpec {
-    /// The name the model calls it by (letters, digits, `_`, `-` and `.`).
-    pub name: String,
-    /// What it does.
-    #[serde(default)]
-    pub description: String,
-    /// The JSON Schema of its arguments.
-    pub parameters: Value,
 }
 
 /// What is right for a case.

@@ -124,6 +124,12 @@ pub struct ModelCallEvent {
     /// nothing was checked (free text, or no output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_valid: Option<bool>,
+    /// The tools the model was shown, with their argument schemas (filled by specialists; empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<crate::tool::ToolSpec>,
+    /// The constraint the output was generated under, if any (for a specialist, the grammar of its turn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<crate::model::Constraint>,
     /// Token counts and timings (time to first token, total time), if the call succeeded.
     pub usage: Option<Usage>,
     /// Wall time of the call.

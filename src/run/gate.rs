@@ -15,10 +15,10 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use super::{CallIds, ModelCallEvent, Outcome, RedactionEvent, RunContext, RunEvent};
-use crate::model::{Completion, LanguageModel, Message, Prompt, Request, TokenStream};
+use crate::model::{Completion, Constraint, LanguageModel, Message, Prompt, Request, TokenStream};
 use crate::privacy::Redaction;
 use crate::structured::OutputSchema;
-use crate::tool::ToolCall;
+use crate::tool::{ToolCall, ToolSpec};
 use crate::{Error, Result};
 
 /// What a caller read from a completion: a value, and the tool calls the output asked for (recorded on the
@@ -70,6 +70,7 @@ pub struct ModelCall<'a> {
     model: &'a dyn LanguageModel,
     caller: Cow<'a, str>,
     step: usize,
+    tools: &'a [ToolSpec],
 }
 
 impl std::fmt::Debug for ModelCall<'_> {
@@ -84,7 +85,7 @@ impl std::fmt::Debug for ModelCall<'_> {
 
 impl<'a> ModelCall<'a> {
     pub(super) fn new(ctx: &'a RunContext, model: &'a dyn LanguageModel) -> Self {
-        Self { ctx, model, caller: Cow::Borrowed("host"), step: 0 }
+        Self { ctx, model, caller: Cow::Borrowed("host"), step: 0, tools: &[] }
     }
 
     /// Who makes the call, as recorded (a specialist's name, `team/manager`, `router`; default `host`).
@@ -96,6 +97,12 @@ impl<'a> ModelCall<'a> {
     /// The step of the caller's loop (default 0).
     pub fn step(mut self, step: usize) -> Self {
         self.step = step;
+        self
+    }
+
+    /// The tools the model is shown in this call, as recorded (default none).
+    pub fn tools(mut self, tools: &'a [ToolSpec]) -> Self {
+        self.tools = tools;
         self
     }
 
@@ -220,6 +227,8 @@ impl<'a> ModelCall<'a> {
             },
             started: Instant::now(),
             escalation: self.ctx.escalation_for(remote),
+            tools: self.tools.to_vec(),
+            constraint: request.constraint.clone(),
         };
         if !remote {
             return (pending, Ok((request, None)));
@@ -240,6 +249,8 @@ struct Pending {
     messages: Vec<Message>,
     started: Instant,
     escalation: Option<String>,
+    tools: Vec<ToolSpec>,
+    constraint: Option<Constraint>,
 }
 
 impl Pending {
@@ -261,6 +272,8 @@ impl Pending {
             output: completion.map(|c| c.text.clone()),
             tool_calls,
             schema_valid,
+            tools: self.tools,
+            constraint: self.constraint,
             usage: completion.map(|c| c.usage),
             latency: self.started.elapsed(),
             outcome,

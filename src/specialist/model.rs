@@ -77,6 +77,8 @@ pub struct ModelSpecialist<I = String, O = String> {
     narrow_margin: Option<f64>,
     ground_strings: bool,
     tool_stems: Vec<Vec<String>>,
+    /// The tools as the model is shown them, for the ledger.
+    tool_specs: Vec<crate::tool::ToolSpec>,
     /// Per tool, the numbers its description and schema state; `None` when numbers are not checked.
     tool_numbers: Option<std::collections::BTreeMap<String, Vec<f64>>>,
     sampling: Sampling,
@@ -471,6 +473,7 @@ where
         let answer = OutputSchema::from_value(crate::structured::short_type_name::<O>(), answer_schema.clone())?;
         let turns = Turns::new(self.format, &name, &tools, answer_schema, self.max_calls_per_turn, self.max_tokens)?;
         let tool_stems = tool_stems(&tools);
+        let tool_specs = crate::tool::ToolSpec::of(&tools);
         let tool_numbers = self.ground_numbers.then(|| {
             tools
                 .names()
@@ -495,6 +498,7 @@ where
             narrow_margin: self.narrow_margin,
             ground_strings: self.ground_strings,
             tool_stems,
+            tool_specs,
             tool_numbers,
             sampling: self.sampling,
             max_steps: self.max_steps,
@@ -767,6 +771,7 @@ where
         ctx.model_call(&*self.model)
             .caller(self.card_name())
             .step(step)
+            .tools(&self.tool_specs)
             .complete_parsed(request, |c| {
                 let turn = schema.json(c).map(parse_turn)?.ok_or_else(|| self.neither(c))?;
                 Ok(match &turn {

@@ -423,3 +423,31 @@ pub struct ToolCall {
     /// The arguments.
     pub arguments: Value,
 }
+
+/// A tool as a model is shown it: its name, what it does, and the JSON Schema of its arguments. Evaluation
+/// cases declare their tools with it, and the ledger records the tools offered to each model call
+/// ([`ModelCallEvent::tools`](crate::run::ModelCallEvent::tools)).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolSpec {
+    /// The name the model calls it by (letters, digits, `_`, `-` and `.`).
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// The JSON Schema of its arguments.
+    pub parameters: serde_json::Value,
+}
+
+impl ToolSpec {
+    /// The specs of a toolbox's tools, in its order.
+    pub fn of(tools: &Toolbox) -> Vec<ToolSpec> {
+        tools
+            .names()
+            .map(|name| ToolSpec {
+                name: name.to_owned(),
+                description: tools.get(name).map(|t| t.description().to_string()).unwrap_or_default(),
+                parameters: tools.parameters(name).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+}
