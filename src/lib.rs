@@ -4,6 +4,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod agent;
+pub mod distill;
 mod error;
 pub mod eval;
 pub mod graph;
