@@ -116,12 +116,20 @@ pub fn curate(records: &[LedgerRecord]) -> Curated {
             report.duplicates_removed += 1;
             continue;
         }
-        report.redacted_calls += usize::from(curated.redacted > 0);
-        report.escalated += usize::from(curated.escalated);
         calls.push(curated);
     }
-    report.kept = calls.len();
-    Curated { calls, report }
+    let mut curated = Curated { calls, report };
+    curated.count_kept();
+    curated
+}
+
+impl Curated {
+    /// Counts what the kept calls are: how many, how many redacted, how many to a large model.
+    fn count_kept(&mut self) {
+        self.report.kept = self.calls.len();
+        self.report.redacted_calls = self.calls.iter().filter(|c| c.redacted > 0).count();
+        self.report.escalated = self.calls.iter().filter(|c| c.escalated).count();
+    }
 }
 
 fn scrub(redactor: &Redactor, seq: u64, call: &ModelCallEvent, output: &str) -> CuratedCall {
@@ -210,9 +218,7 @@ pub async fn remove_near_duplicates(curated: &mut Curated, model: &dyn LanguageM
     curated.calls.retain(|_| flags.next().unwrap_or(true));
     let dropped = requests.len() - curated.calls.len();
     curated.report.near_duplicates_removed += dropped;
-    curated.report.kept = curated.calls.len();
-    curated.report.redacted_calls = curated.calls.iter().filter(|c| c.redacted > 0).count();
-    curated.report.escalated = curated.calls.iter().filter(|c| c.escalated).count();
+    curated.count_kept();
     Ok(dropped)
 }
 

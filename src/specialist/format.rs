@@ -352,10 +352,8 @@ fn within_budget(schema: &Value, max_tokens: u32) -> Value {
             return 1;
         }
         let Value::Object(map) = schema else { return 0 };
-        let ty = map.get("type").and_then(Value::as_str);
-        let fixed = ["enum", "const", "format", "pattern", "maxLength"].iter().any(|k| map.contains_key(*k));
-        match ty {
-            Some("string") if !fixed => 1,
+        match map.get("type").and_then(Value::as_str) {
+            Some("string") if free_string(map) && !map.contains_key("maxLength") => 1,
             Some("array") => {
                 let items = map.get("items").map(slots).unwrap_or(0);
                 let most = if items > 1 { OBJECT_ITEMS } else { STRING_ITEMS };
@@ -387,9 +385,8 @@ fn within_budget(schema: &Value, max_tokens: u32) -> Value {
         }
         let Value::Object(map) = schema else { return };
         let ty = map.get("type").and_then(Value::as_str).map(str::to_owned);
-        let fixed = ["enum", "const", "format", "pattern"].iter().any(|k| map.contains_key(*k));
         match ty.as_deref() {
-            Some("string") if !fixed && !map.contains_key("maxLength") => {
+            Some("string") if free_string(map) && !map.contains_key("maxLength") => {
                 let least = map.get("minLength").and_then(Value::as_u64).unwrap_or(0);
                 map.insert("maxLength".into(), per_string.max(least).into());
             }
@@ -416,6 +413,12 @@ fn within_budget(schema: &Value, max_tokens: u32) -> Value {
     let mut schema = schema.clone();
     bound(&mut schema, per_string);
     schema
+}
+
+/// Whether a schema of type `string` leaves its value free: no allowed values, format or pattern.
+pub(super) fn free_string(schema: &Map<String, Value>) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("string")
+        && !["enum", "const", "format", "pattern"].iter().any(|k| schema.contains_key(*k))
 }
 
 /// What one model turn asked for.

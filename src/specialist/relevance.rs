@@ -388,8 +388,7 @@ pub(super) fn spans_only(schema: &Value, spans: &[String]) -> Value {
 
 fn restrict(schema: &mut Value, spans: &[String]) {
     let Value::Object(map) = schema else { return };
-    let free_string = map.get("type").and_then(Value::as_str) == Some("string")
-        && !["enum", "const", "format", "pattern"].iter().any(|k| map.contains_key(*k));
+    let free_string = super::format::free_string(map);
     if free_string && !spans.is_empty() {
         map.insert("enum".into(), Value::Array(spans.iter().cloned().map(Value::String).collect()));
         map.remove("maxLength");
