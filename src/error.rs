@@ -23,7 +23,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | `Orchestration` | `Tool`, `MaxSteps`, `Specialist`, `Plan`, `Node`, `NodeTimeout`, `NodePanicked` | look at the cause: [`root`](Error::root) |
 /// | `Remote` | `Remote` ([`RemoteError`]) | retry after [`retry_after`](Error::retry_after), or fall back |
 /// | `Privacy` | `PrivacyViolation` | keep the work local |
-/// | `Ledger` | `Ledger`, `LedgerLine` | fix the file |
+/// | `Ledger` | `Ledger`, `LedgerLine`, `Export` | fix the file or its folder |
 ///
 /// ```
 /// use slm_agents::{Error, ErrorKind};
@@ -313,6 +313,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A training file of the conversion loop ([`distill::export`](crate::distill)) cannot be written.
+    #[error("cannot write {path}")]
+    Export {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A line of a ledger file is malformed (and is not a torn last line).
     #[error("ledger {path}, line {line}: {reason}")]
     LedgerLine {
@@ -374,7 +384,7 @@ pub enum ErrorKind {
     Remote,
     /// The privacy policy refused the call.
     Privacy,
-    /// A ledger file cannot be read or written.
+    /// A ledger file, or a file made from one, cannot be read or written.
     Ledger,
 }
 
@@ -412,7 +422,7 @@ impl Error {
             | Self::NodePanicked { .. } => ErrorKind::Orchestration,
             Self::Remote { .. } => ErrorKind::Remote,
             Self::PrivacyViolation { .. } => ErrorKind::Privacy,
-            Self::Ledger { .. } | Self::LedgerLine { .. } => ErrorKind::Ledger,
+            Self::Ledger { .. } | Self::LedgerLine { .. } | Self::Export { .. } => ErrorKind::Ledger,
         }
     }
 

@@ -4,6 +4,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod agent;
+#[cfg(feature = "distill")]
+#[cfg_attr(docsrs, doc(cfg(feature = "distill")))]
 pub mod distill;
 mod error;
 pub mod eval;

@@ -1,15 +1,39 @@
-//! The paper's LLM-to-SLM conversion loop over the ledger. This release has its first step, S2: curating
-//! the logged model calls into a clean set of examples. Clustering, selection, export and promotion build on
-//! it.
+//! The paper's LLM-to-SLM conversion loop over the ledger: curate the logged calls (S2), cluster them into
+//! recurring tasks (S3), replay each task's held-out calls on candidate small models (S4), write training
+//! files per task (S5), and switch a task's traffic to its small model once it agrees with the large one in
+//! its shadow, with rollback (S6). S1 is the [ledger](crate::ledger) itself.
 //!
-//! ```
-//! use slm_agents::distill::curate;
-//! use slm_agents::ledger::LedgerRecord;
+//! ```no_run
+//! use std::sync::Arc;
+//! use slm_agents::distill::{self, ClusterOptions};
+//! use slm_agents::model::LlamaModel;
 //!
-//! let records: Vec<LedgerRecord> = Vec::new(); // ledger::read_jsonl(path)?.0
-//! let curated = curate(&records);
-//! println!("{}", curated.report);
+//! # async fn demo() -> slm_agents::Result<()> {
+//! let (records, _) = slm_agents::ledger::read_jsonl("ledger.jsonl")?;
+//! let mut curated = distill::curate(&records);                        // S2
+//! let embedder = LlamaModel::builder("models/SmolLM2-135M-Instruct.Q4_1.gguf").load()?;
+//! distill::remove_near_duplicates(&mut curated, &embedder, 0.97).await?;
+//! let clustering = distill::cluster(&curated, &embedder, &ClusterOptions::default()).await?; // S3
+//! println!("{}\n{clustering}", curated.report);
+//! distill::export(&curated, &clustering, "export", 0.2)?;               // S5
+//! # Ok(()) }
 //! ```
+//!
+#![doc = include_str!("../../docs/distill.md")]
+
+mod cluster;
+mod export;
+mod select;
+mod shadow;
+
+pub use cluster::{
+    cluster, embed_requests, fit, purity, Cluster, ClusterOptions, ClusterRouter, Clustering, TextFeatures,
+};
+pub use export::{answer_text, chat_example, export, is_held_out, parse_calls, task_tool, ExportedCluster};
+pub use select::{
+    case_of, select, text_similarity, Candidate, CandidateScore, ClusterSelection, SelectOptions, Selection,
+};
+pub use shadow::{agree_json, ClusterStatus, PromotionRule, Shadowed, ShadowedBuilder};
 
 use std::collections::HashSet;
 
@@ -17,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ledger::LedgerRecord;
-use crate::model::{LanguageModel, Message, Role};
+use crate::model::{Constraint, LanguageModel, Message, Role, Usage};
 use crate::privacy::Redactor;
 use crate::run::{ModelCallEvent, RunEvent};
 use crate::tool::{ToolCall, ToolSpec};
@@ -30,6 +54,9 @@ pub struct CuratedCall {
     pub run: String,
     /// Its position among the ledger's records (the record's `seq`).
     pub seq: u64,
+    /// Its id within its run.
+    #[serde(default)]
+    pub id: u64,
     /// Who made it (a specialist's name, `team/manager`, `router`, `host`).
     pub caller: String,
     /// The model that answered.
@@ -45,11 +72,28 @@ pub struct CuratedCall {
     pub tool_calls: Vec<ToolCall>,
     /// The tools the model was shown.
     pub tools: Vec<ToolSpec>,
+    /// The constraint the output was generated under, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
+    /// Its token counts, if recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Its wall time, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: f64,
     /// How many values were replaced in this call.
     pub redacted: usize,
 }
 
 impl CuratedCall {
+    /// What must be equal for two calls to be near-duplicates, besides a request alike: the turns after the
+    /// request (earlier calls and tool results), the output and the calls made.
+    fn task_key(&self) -> (Vec<&str>, &str, &[ToolCall]) {
+        let last_user = self.messages.iter().rposition(|m| m.role == Role::User).map_or(0, |i| i + 1);
+        let after: Vec<&str> = self.messages[last_user..].iter().map(|m| m.content.as_str()).collect();
+        (after, self.output.as_str(), &self.tool_calls)
+    }
+
     /// The request: the last user message.
     pub fn request(&self) -> &str {
         self.messages.iter().rev().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str())
@@ -157,6 +201,7 @@ fn scrub(redactor: &Redactor, seq: u64, call: &ModelCallEvent, output: &str) -> 
     CuratedCall {
         run: call.ids.run.clone(),
         seq,
+        id: call.ids.id,
         caller: call.specialist.clone(),
         model: call.model.clone(),
         escalated: call.remote || call.escalation.is_some(),
@@ -164,6 +209,9 @@ fn scrub(redactor: &Redactor, seq: u64, call: &ModelCallEvent, output: &str) -> 
         output,
         tool_calls,
         tools: call.tools.clone(),
+        constraint: call.constraint.clone(),
+        usage: call.usage,
+        latency_ms: call.latency.as_secs_f64() * 1000.0,
         redacted: redaction.replacements().len(),
     }
 }
@@ -191,38 +239,77 @@ fn put_strings(value: &mut Value, from: &mut impl Iterator<Item = String>) {
 }
 
 /// Drops near-duplicates: a call whose request embeds within `threshold` cosine similarity of an earlier
-/// kept call's request, by the same caller (0.97 keeps paraphrases and drops retypes of one request).
-/// Returns how many were dropped, also counted in the report.
+/// kept call's request (or whose request has the same words, punctuation and case aside), by the same
+/// caller, with the same turns after the request and the same output: 0.97 drops retypes of one request and
+/// keeps paraphrases; a request that differs in a value its output holds is never a near-duplicate. The embeddings are compared after subtracting their mean: a decoder model's embeddings share a
+/// large common part that makes any two requests look alike.
+/// Returns how many were dropped, also counted in the report. Embeds every request; with embeddings at
+/// hand, use [`drop_near_duplicates`].
 ///
 /// # Errors
 /// Any error of the embedding model.
 pub async fn remove_near_duplicates(curated: &mut Curated, model: &dyn LanguageModel, threshold: f32) -> Result<usize> {
-    let requests: Vec<String> = curated.calls.iter().map(|c| c.request().to_owned()).collect();
-    if requests.is_empty() {
-        return Ok(0);
-    }
-    let vectors = model.embed(&requests).await?;
+    let mut embeddings = embed_requests(curated, model).await?;
+    Ok(drop_near_duplicates(curated, &mut embeddings, threshold))
+}
+
+/// [`remove_near_duplicates`] with the embeddings of the calls' requests at hand (one per call, as
+/// [`embed_requests`] returns); the embeddings of dropped calls are dropped too, so they stay in step.
+pub fn drop_near_duplicates(curated: &mut Curated, embeddings: &mut Vec<Vec<f32>>, threshold: f32) -> usize {
+    let n = curated.calls.len().min(embeddings.len());
+    let centred = centre(&embeddings[..n]);
+    let words: Vec<String> = curated.calls[..n].iter().map(|c| words_of(c.request())).collect();
     let mut kept: Vec<usize> = Vec::new();
     let mut keep = vec![true; curated.calls.len()];
-    for i in 0..curated.calls.len() {
-        let twin = kept.iter().any(|&j| {
-            curated.calls[j].caller == curated.calls[i].caller && cosine(&vectors[i], &vectors[j]) >= threshold
+    for i in 0..n {
+        let (a, key) = (&curated.calls[i], curated.calls[i].task_key());
+        let twin = kept.iter().find(|&&j| {
+            let b = &curated.calls[j];
+            b.caller == a.caller
+                && b.task_key() == key
+                && (words[i] == words[j] || cosine(&centred[i], &centred[j]) >= threshold)
         });
-        if twin {
+        if let Some(&j) = twin {
+            tracing::debug!(request = a.request(), twin = curated.calls[j].request(), "near-duplicate");
             keep[i] = false;
         } else {
             kept.push(i);
         }
     }
-    let mut flags = keep.into_iter();
-    curated.calls.retain(|_| flags.next().unwrap_or(true));
-    let dropped = requests.len() - curated.calls.len();
+    let before = curated.calls.len();
+    let mut flags = keep.iter();
+    curated.calls.retain(|_| *flags.next().unwrap_or(&true));
+    let mut flags = keep.iter();
+    embeddings.retain(|_| *flags.next().unwrap_or(&true));
+    let dropped = before - curated.calls.len();
     curated.report.near_duplicates_removed += dropped;
     curated.count_kept();
-    Ok(dropped)
+    dropped
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
+/// The words of a text, lower-cased, without punctuation.
+fn words_of(text: &str) -> String {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The vectors minus their mean.
+pub(crate) fn centre(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let dim = vectors.first().map_or(0, Vec::len);
+    let mut mean = vec![0f32; dim];
+    for v in vectors {
+        for (m, x) in mean.iter_mut().zip(v) {
+            *m += x;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= vectors.len().max(1) as f32);
+    vectors.iter().map(|v| v.iter().zip(&mean).map(|(x, m)| x - m).collect()).collect()
+}
+
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let (na, nb) = (a.iter().map(|x| x * x).sum::<f32>().sqrt(), b.iter().map(|x| x * x).sum::<f32>().sqrt());
     if na == 0.0 || nb == 0.0 {

@@ -24,6 +24,11 @@ pub enum RunEvent {
     /// Personal data was replaced before texts were embedded by a remote model (model calls carry their own
     /// redactions; only kinds and placeholders are recorded, never the values).
     Redaction(RedactionEvent),
+    /// A shadow comparison: a candidate and the serving agent answered the same request
+    /// ([`distill::Shadowed`](crate::distill)).
+    Shadow(ShadowEvent),
+    /// A cluster's traffic was switched to its candidate, or back ([`distill::Shadowed`](crate::distill)).
+    Promotion(PromotionEvent),
 }
 
 impl RunEvent {
@@ -34,6 +39,8 @@ impl RunEvent {
             Self::ToolCall(e) => &e.ids,
             Self::Node(e) => &e.ids,
             Self::Redaction(e) => &e.ids,
+            Self::Shadow(e) => &e.ids,
+            Self::Promotion(e) => &e.ids,
         }
     }
 }
@@ -96,6 +103,46 @@ pub struct RedactionEvent {
     pub model: String,
     /// What was replaced: kind and placeholder.
     pub replaced: Vec<(PiiKind, String)>,
+}
+
+/// One shadow comparison: the agent that served a request and the one that ran beside it (after the answer
+/// was returned) answered it; whether they agreed, and the cluster's agreement so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowEvent {
+    /// Where it happened (the run of the served request).
+    #[serde(flatten)]
+    pub ids: CallIds,
+    /// The cluster the request was routed to.
+    pub cluster: usize,
+    /// The agent whose answer was returned.
+    pub served_by: String,
+    /// The agent that ran in its shadow.
+    pub shadow: String,
+    /// Whether their answers agreed (a shadow that failed does not agree).
+    pub agreed: bool,
+    /// The cluster's agreement over its recent comparisons, from 0 to 1.
+    pub agreement: f64,
+    /// How many recent comparisons that is.
+    pub compared: usize,
+    /// The shadow's error, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A routing decision of a cluster: its traffic switched to the candidate (promoted) or back (rolled back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionEvent {
+    /// Where it happened (the run whose comparison decided it).
+    #[serde(flatten)]
+    pub ids: CallIds,
+    /// The cluster.
+    pub cluster: usize,
+    /// The candidate.
+    pub candidate: String,
+    /// `true`: the candidate now serves the cluster; `false`: it was rolled back.
+    pub promoted: bool,
+    /// Why, in words (the agreement, the number of calls and the rule's bound).
+    pub reason: String,
 }
 
 /// A call of a language model by a specialist, a team's manager or a router.

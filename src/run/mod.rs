@@ -13,6 +13,8 @@ mod gate;
 mod recorder;
 
 pub use context::RunContext;
-pub use event::{CallIds, ModelCallEvent, NodeEvent, Outcome, RedactionEvent, RunEvent, ToolCallEvent};
+pub use event::{
+    CallIds, ModelCallEvent, NodeEvent, Outcome, PromotionEvent, RedactionEvent, RunEvent, ShadowEvent, ToolCallEvent,
+};
 pub use gate::{ModelCall, Parsed};
 pub use recorder::{MemoryRecorder, Recorder};

@@ -20,6 +20,7 @@ pub struct LlamaModelBuilder {
     pub(super) batch: usize,
     pub(super) queue: usize,
     pub(super) adapters: Vec<(String, PathBuf)>,
+    pub(super) chat_template: Option<String>,
 }
 
 impl LlamaModelBuilder {
@@ -105,6 +106,27 @@ impl LlamaModelBuilder {
         self
     }
 
+    /// Sets the chat template (Jinja source, as Hugging Face writes them) used instead of the file's own
+    /// `tokenizer.chat_template`: for base models that ship none, or to change how roles are rendered. It is
+    /// rendered with `messages`, `add_generation_prompt`, `bos_token` and `eos_token`, like the file's.
+    ///
+    /// ```no_run
+    /// use slm_agents::model::LlamaModel;
+    ///
+    /// // Gemma's turn markers, with system and tool messages given as user turns.
+    /// let gemma = LlamaModel::builder("models/gemma-3-270m-Q4_K_M.gguf")
+    ///     .chat_template(
+    ///         "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else 'user' }}\n\
+    ///          {{ m.content | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
+    ///     )
+    ///     .load()?;
+    /// # Ok::<(), slm_agents::Error>(())
+    /// ```
+    pub fn chat_template(mut self, source: impl Into<String>) -> Self {
+        self.chat_template = Some(source.into());
+        self
+    }
+
     /// Loads the model and starts its worker thread.
     ///
     /// This blocks while the file is read (well under a second for small models); in async code, call it once
@@ -169,6 +191,7 @@ impl LlamaModelBuilder {
             context: 2048,
             batch: 512,
             queue: 64,
+            chat_template: None,
         }
     }
 }

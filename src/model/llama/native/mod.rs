@@ -210,7 +210,7 @@ impl Core {
             })?;
         let adapters = load_adapters(&mut raw, &settings.adapters, &info.architecture)?;
         let model = Arc::new(raw);
-        let template = match &info.chat_template {
+        let template = match settings.chat_template.as_ref().or(info.chat_template.as_ref()) {
             Some(source) => Some(
                 chat_template(&model, source)
                     .map_err(|e| Error::Template { model: name.clone(), source: Box::new(e) })?,
