@@ -33,8 +33,8 @@ test: test-deps
 check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
-	$(CARGO) clippy --release --no-default-features --features remote,test-util --all-targets -- -D warnings
+	$(CARGO) clippy --release --no-default-features --features remote,test-util,distill --all-targets -- -D warnings
 	$(CARGO) build --release --no-default-features --features remote
 	! $(CARGO) tree --no-default-features --features remote -e normal | grep -q llama-cpp-sys-2
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --release --no-deps --features remote,test-util
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --release --no-deps --features remote,test-util,distill
 	scripts/docs-rs.sh

@@ -15,7 +15,7 @@
 //! purity.
 //!
 //! Prices: the logged large model at $2.50 / $10 per million prompt / generated tokens (`--large-price
-//! IN,OUT`), the local candidates at $0.05 per hour of the machine (`--local-price-per-hour`).
+//! IN,OUT`), the local candidates at $0.20 per hour of the machine (a laptop over three years of working hours, plus power) (`--local-price-per-hour`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ fn args() -> Result<Args, String> {
         min_accuracy: 0.8,
         truth: None,
         large_price: (2.5, 10.0),
-        local_per_hour: 0.05,
+        local_per_hour: 0.20,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

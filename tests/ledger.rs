@@ -77,3 +77,18 @@ fn a_bad_line_in_the_middle_or_a_newer_schema_is_an_error() {
     assert!(matches!(read_jsonl(&newer), Err(Error::LedgerLine { .. })));
     assert!(matches!(read_jsonl(dir.join("missing.jsonl")), Err(Error::Ledger { .. })));
 }
+
+#[test]
+fn an_event_of_a_kind_from_a_newer_version_is_skipped() {
+    let dir = support::scratch_dir("ledger");
+    let path = dir.join("kinds.jsonl");
+    let known = r#"{"schema":1,"seq":0,"at_ms":0,"event":{"Redaction":{"run":"r","id":0,"parent":null,"node":null,"model":"m","replaced":[]}}}"#;
+    let unknown = r#"{"schema":1,"seq":1,"at_ms":0,"event":{"Teleport":{"run":"r","id":1}}}"#;
+    std::fs::write(&path, format!("{unknown}\n{known}\n")).unwrap();
+    let (records, skipped) = read_jsonl(&path).unwrap();
+    assert_eq!((records.len(), skipped), (1, 1));
+    // A known kind with a bad body is still an error.
+    let broken = r#"{"schema":1,"seq":1,"at_ms":0,"event":{"ModelCall":{"run":"r"}}}"#;
+    std::fs::write(&path, format!("{broken}\n{known}\n")).unwrap();
+    assert!(matches!(read_jsonl(&path), Err(Error::LedgerLine { line: 1, .. })));
+}

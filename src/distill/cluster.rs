@@ -36,7 +36,8 @@ pub struct ClusterOptions {
     /// The weight of the words' TF-IDF beside the embedding within the request's part (default 1.0: equal).
     pub word_weight: f32,
     /// How many calls the silhouette is computed on (a stride sample beyond that; default 1,500: it costs
-    /// the square of this).
+    /// the square of this). Beyond twice this many calls, the search over `k` runs on the sample too, and
+    /// only the chosen `k` is fitted on every call.
     pub silhouette_sample: usize,
     /// K-means restarts per `k`; the best of them is kept (default 4).
     pub runs: usize,
@@ -322,6 +323,8 @@ pub fn fit(curated: &Curated, embeddings: &[Vec<f32>], options: &ClusterOptions)
 }
 
 /// Runs k-means for each `k` and keeps the best silhouette.
+/// Runs k-means for each `k` and keeps the best silhouette. Beyond twice the silhouette sample, the search
+/// runs on the sample and only the chosen `k` is fitted on every call.
 fn choose_k(
     data: &Array2<f32>,
     min_k: usize,
@@ -329,32 +332,34 @@ fn choose_k(
     options: &ClusterOptions,
 ) -> (usize, Vec<usize>, Vec<(usize, f64)>) {
     let n = data.nrows();
-    let sample: Vec<usize> = if n > options.silhouette_sample {
-        (0..options.silhouette_sample).map(|i| i * n / options.silhouette_sample).collect()
-    } else {
-        (0..n).collect()
-    };
+    let size = options.silhouette_sample.max(2 * max_k).min(n);
+    let sample: Vec<usize> = (0..size).map(|i| i * n / size).collect();
     let sampled = data.select(ndarray::Axis(0), &sample);
-    let dataset = DatasetBase::from(data.clone());
+    let search_on_sample = n > 2 * size;
+    let search = if search_on_sample { sampled.clone() } else { data.clone() };
+    let dataset = DatasetBase::from(search);
+    let fit = |k: usize, on: &DatasetBase<Array2<f32>, _>| {
+        KMeans::params(k).n_runs(options.runs.max(1)).max_n_iterations(100).tolerance(1e-4).fit(on).ok()
+    };
     let mut best: Option<(f64, usize, Vec<usize>)> = None;
     let mut tried = Vec::new();
     for k in min_k..=max_k {
-        let Ok(model) =
-            KMeans::params(k).n_runs(options.runs.max(1)).max_n_iterations(100).tolerance(1e-4).fit(&dataset)
-        else {
-            continue;
-        };
-        let labels = model.predict(data);
-        let sample_labels = ndarray::Array1::from_iter(sample.iter().map(|&i| labels[i]));
+        let Some(model) = fit(k, &dataset) else { continue };
+        let sample_labels = model.predict(&sampled);
         let score = DatasetBase::new(sampled.clone(), sample_labels).silhouette_score().map_or(-1.0, f64::from);
         tracing::debug!(k, silhouette = score, "k-means");
         tried.push((k, score));
         if best.as_ref().is_none_or(|(s, _, _)| score > *s + 1e-9) {
-            best = Some((score, k, labels.to_vec()));
+            let labels = if search_on_sample { Vec::new() } else { model.predict(data).to_vec() };
+            best = Some((score, k, labels));
         }
     }
     match best {
-        Some((_, k, labels)) => (k, labels, tried),
+        Some((_, k, labels)) if !search_on_sample => (k, labels, tried),
+        Some((_, k, _)) => match fit(k, &DatasetBase::from(data.clone())) {
+            Some(model) => (k, model.predict(data).to_vec(), tried),
+            None => (1, vec![0; n], tried),
+        },
         None => (1, vec![0; n], tried),
     }
 }

@@ -197,3 +197,82 @@ pub fn export(
     tracing::info!(clusters = out.len(), dir = %dir.display(), "exported training files");
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Message;
+
+    fn call(messages: Vec<Message>, output: &str, tool_calls: Vec<ToolCall>) -> CuratedCall {
+        CuratedCall {
+            run: "r".into(),
+            seq: 0,
+            id: 0,
+            caller: "a".into(),
+            model: "m".into(),
+            escalated: true,
+            messages,
+            output: output.into(),
+            tool_calls,
+            tools: Vec::new(),
+            constraint: None,
+            usage: None,
+            latency_ms: 0.0,
+            redacted: 0,
+        }
+    }
+
+    #[test]
+    fn calls_are_read_in_every_format() {
+        for text in [
+            r#"{"tool": "f", "arguments": {"x": 1}}"#,
+            r#"{"name": "f", "arguments": {"x": 1}}"#,
+            r#"[{"name": "f", "arguments": {"x": 1}}]"#,
+            r#"{"tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]}"#,
+        ] {
+            assert_eq!(parse_calls(text), [ToolCall { tool: "f".into(), arguments: json!({"x": 1}) }], "{text}");
+        }
+        assert!(parse_calls(r#"{"answer": "hi"}"#).is_empty());
+        assert!(parse_calls("plain words").is_empty());
+    }
+
+    #[test]
+    fn a_conversation_becomes_a_chat_example_with_linked_tool_calls() {
+        let c = call(
+            vec![
+                Message::system("sys"),
+                Message::user("weather in Oslo?"),
+                Message::assistant(r#"{"tool": "weather", "arguments": {"city": "Oslo"}}"#),
+                Message::tool(r#"{"temp": 3}"#),
+            ],
+            r#"{"answer": "3 degrees"}"#,
+            Vec::new(),
+        );
+        assert_eq!(task_tool(&c).as_deref(), Some("weather"));
+        let v = chat_example(&c);
+        let m = v["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 5);
+        assert_eq!(m[2]["tool_calls"][0]["function"]["arguments"], r#"{"city":"Oslo"}"#);
+        assert_eq!(m[3]["tool_call_id"], m[2]["tool_calls"][0]["id"]);
+        assert_eq!(m[4], json!({"role": "assistant", "content": "3 degrees"}));
+        assert!(v.get("tools").is_none());
+
+        let words = call(vec![Message::user("hi")], "hello there", Vec::new());
+        assert_eq!(task_tool(&words), None);
+        assert_eq!(chat_example(&words)["messages"][1]["content"], "hello there");
+    }
+
+    #[test]
+    fn the_held_out_share_is_decided_by_run() {
+        let mut c = call(vec![Message::user("x")], "y", Vec::new());
+        let held = (0..1000)
+            .filter(|i| {
+                c.run = format!("run-{i}");
+                is_held_out(&c, 0.2)
+            })
+            .count();
+        assert!((150..250).contains(&held), "{held}");
+        assert!(!is_held_out(&c, 0.0));
+        assert!(is_held_out(&c, 1.0));
+    }
+}

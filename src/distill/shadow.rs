@@ -439,3 +439,18 @@ fn message(error: &crate::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::agree_json;
+    use serde_json::json;
+
+    #[test]
+    fn answers_agree_as_json_with_some_slack() {
+        assert!(agree_json(&json!({"city": "Paris", "n": 2}), &json!({"n": 2.0000000001, "city": "paris "})));
+        assert!(agree_json(&json!("It is 18 degrees in Paris today"), &json!("It is 18 degrees in Paris")));
+        assert!(!agree_json(&json!({"city": "Paris"}), &json!({"city": "Rome"})));
+        assert!(!agree_json(&json!({"city": "Paris"}), &json!({"city": "Paris", "extra": 1})));
+        assert!(!agree_json(&json!([1, 2]), &json!([2, 1])));
+    }
+}

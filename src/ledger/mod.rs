@@ -139,8 +139,12 @@ impl Recorder for JsonlLedger {
     }
 }
 
+/// The kinds of [`RunEvent`] this version writes and reads.
+const EVENT_KINDS: [&str; 6] = ["ModelCall", "ToolCall", "Node", "Redaction", "Shadow", "Promotion"];
+
 /// Reads a JSON Lines ledger. Returns the records and how many lines were skipped: a torn last line (a
-/// process killed while writing it) is skipped with a warning; a bad line elsewhere is an error.
+/// process killed while writing it) is skipped with a warning, and an event of a kind this version does not
+/// know (written by a newer one) is skipped; a bad line elsewhere is an error.
 ///
 /// # Errors
 /// [`Error::Ledger`] if the file cannot be read; [`Error::LedgerLine`] for a malformed line that is not the
@@ -168,6 +172,17 @@ pub fn read_jsonl(path: impl AsRef<Path>) -> Result<(Vec<LedgerRecord>, usize)> 
                     line: i + 1,
                     reason: format!("schema version {version} is newer than {SCHEMA_VERSION}"),
                 });
+            }
+        }
+        // An event of a kind this version does not know (written by a newer one) is skipped: adding a kind,
+        // like adding a field, does not change the schema version.
+        if let Ok(kind) =
+            value.as_ref().map(|v| v.get("event").and_then(|e| e.as_object()).and_then(|o| o.keys().next()))
+        {
+            if let Some(kind) = kind.filter(|k| !EVENT_KINDS.contains(&k.as_str())) {
+                tracing::debug!(path = %path.display(), line = i + 1, kind = %kind, "skipping an event of an unknown kind");
+                skipped += 1;
+                continue;
             }
         }
         match value.and_then(serde_json::from_value::<LedgerRecord>) {
