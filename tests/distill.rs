@@ -420,4 +420,30 @@ mod shadow {
         assert_eq!(shadowed.status()[0].compared, 1);
         worker.abort();
     }
+
+    #[tokio::test]
+    async fn a_promoted_candidate_that_fails_is_covered_and_counted() {
+        let failing =
+            from_fn(|_: String| async move { Err::<City, _>(std::io::Error::other("out of memory")) }).named("failing");
+        let shadowed = Shadowed::builder(current(), RuleRouter::new(None).keywords(["weather"], Some(0usize)))
+            .candidate(0, failing)
+            .promoted(0)
+            .max_pending(2)
+            .build();
+        let ledger = Arc::new(MemoryRecorder::default());
+        let ctx = RunContext::new().with_recorder(ledger.clone());
+        let answer = shadowed.run("What's the weather in Oslo?".into(), &ctx).await.unwrap();
+        assert_eq!(answer.city, "Oslo", "the current agent answers for the failed candidate");
+        assert_eq!(shadowed.settle().await, 1);
+        let status = &shadowed.status()[0];
+        assert_eq!((status.compared, status.agreement), (1, 0.0));
+        let shadow =
+            ledger.events().into_iter().find_map(|e| if let RunEvent::Shadow(s) = e { Some(s) } else { None }).unwrap();
+        assert!(!shadow.agreed && shadow.error.as_deref().is_some_and(|e| e.contains("out of memory")), "{shadow:?}");
+        // Nothing drains the queue: beyond two waiting comparisons, new ones are dropped.
+        for _ in 0..5 {
+            shadowed.run("What's the weather in Rome?".into(), &ctx).await.unwrap();
+        }
+        assert_eq!(shadowed.settle().await, 2);
+    }
 }

@@ -98,6 +98,9 @@ struct Job<O> {
     served_by_candidate: bool,
     cluster: usize,
     ctx: RunContext,
+    /// The promoted candidate failed on this request (the current agent answered): a disagreement, with no
+    /// shadow to run.
+    candidate_failed: Option<String>,
 }
 
 struct Inner<O> {
@@ -108,6 +111,8 @@ struct Inner<O> {
     rule: PromotionRule,
     agree: Agreement<O>,
     state: Mutex<BTreeMap<usize, State>>,
+    pending: std::sync::atomic::AtomicUsize,
+    max_pending: usize,
     jobs: mpsc::UnboundedSender<Job<O>>,
     queue: futures::lock::Mutex<mpsc::UnboundedReceiver<Job<O>>>,
 }
@@ -124,7 +129,10 @@ struct Inner<O> {
 ///   [`worker`](Self::worker) on your runtime, or call [`settle`](Self::settle) when convenient.
 /// - Every comparison is recorded in the served run's ledger as a [`ShadowEvent`], every promotion and
 ///   rollback as a [`PromotionEvent`] with its reason; the shadow's own model calls are recorded too.
-/// - A promoted candidate that fails is answered for by the current agent (and counts as a disagreement).
+/// - A promoted candidate that fails is answered for by the current agent, and counts as a disagreement. The
+///   current agent failing in a promoted candidate's shadow is recorded, not counted: it says nothing about
+///   the candidate.
+/// - At most [`max_pending`](ShadowedBuilder::max_pending) comparisons wait; beyond, new ones are dropped.
 ///
 /// Agreement is [`agree_json`] on the answers by default ([`agreement`](ShadowedBuilder::agreement) to
 /// change it).
@@ -158,6 +166,7 @@ pub struct ShadowedBuilder<O> {
     rule: PromotionRule,
     agree: Agreement<O>,
     promoted: Vec<usize>,
+    max_pending: usize,
 }
 
 impl<O> fmt::Debug for ShadowedBuilder<O> {
@@ -184,6 +193,7 @@ impl<O: Serialize + Clone + Send + Sync + 'static> Shadowed<O> {
                 _ => false,
             }),
             promoted: Vec::new(),
+            max_pending: 1024,
         }
     }
 
@@ -217,6 +227,7 @@ impl<O: Serialize + Clone + Send + Sync + 'static> Shadowed<O> {
         let Some(mut queue) = self.inner.queue.try_lock() else { return 0 };
         let mut ran = 0;
         while let Ok(job) = queue.try_recv() {
+            self.inner.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.compare(job).await;
             ran += 1;
         }
@@ -230,6 +241,7 @@ impl<O: Serialize + Clone + Send + Sync + 'static> Shadowed<O> {
         async move {
             let mut queue = inner.queue.lock().await;
             while let Some(job) = queue.next().await {
+                inner.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 inner.compare(job).await;
             }
         }
@@ -261,6 +273,13 @@ impl<O: Serialize + Clone + Send + Sync + 'static> ShadowedBuilder<O> {
         self
     }
 
+    /// At most this many comparisons wait to run (default 1,024); beyond, new ones are dropped (with a debug
+    /// log) rather than let memory grow while nothing drains the queue.
+    pub fn max_pending(mut self, comparisons: usize) -> Self {
+        self.max_pending = comparisons;
+        self
+    }
+
     /// The name it runs under (default `shadowed(<current>)`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -280,6 +299,8 @@ impl<O: Serialize + Clone + Send + Sync + 'static> ShadowedBuilder<O> {
                 rule: self.rule,
                 agree: self.agree,
                 state: Mutex::new(state),
+                pending: std::sync::atomic::AtomicUsize::new(0),
+                max_pending: self.max_pending,
                 jobs,
                 queue: futures::lock::Mutex::new(queue),
             }),
@@ -288,18 +309,55 @@ impl<O: Serialize + Clone + Send + Sync + 'static> ShadowedBuilder<O> {
 }
 
 impl<O: Serialize + Clone + Send + Sync + 'static> Inner<O> {
+    fn agreement_of(&self, cluster: usize) -> f64 {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&cluster).map_or(0.0, State::agreement)
+    }
+
+    fn compared_of(&self, cluster: usize) -> usize {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&cluster).map_or(0, |s| s.recent.len())
+    }
+
     fn promoted(&self, cluster: usize) -> bool {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&cluster).is_some_and(|s| s.promoted)
+    }
+
+    fn queue(&self, job: Job<O>) {
+        use std::sync::atomic::Ordering;
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(cluster = job.cluster, "too many comparisons waiting; this one is dropped");
+            return;
+        }
+        if self.jobs.unbounded_send(job).is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     async fn compare(&self, job: Job<O>) {
         let Some(candidate) = self.candidates.get(&job.cluster) else { return };
         let (served_by, shadow) =
             if job.served_by_candidate { (candidate, &self.current) } else { (&self.current, candidate) };
-        let result = shadow.run(job.request.clone(), &job.ctx).await;
-        let (agreed, error) = match &result {
-            Ok(answer) => ((self.agree)(&job.served, answer), None),
-            Err(e) => (false, Some(message(e))),
+        let (agreed, error) = match job.candidate_failed {
+            Some(error) => (false, Some(error)),
+            None => match shadow.run(job.request.clone(), &job.ctx).await {
+                Ok(answer) => ((self.agree)(&job.served, &answer), None),
+                Err(e) if job.served_by_candidate => {
+                    // The current agent failed in the candidate's shadow: no evidence either way.
+                    tracing::debug!(cluster = job.cluster, error = %message(&e), "the shadow failed; not counted");
+                    job.ctx.record(RunEvent::Shadow(ShadowEvent {
+                        ids: job.ctx.ids(),
+                        cluster: job.cluster,
+                        served_by: served_by.name(),
+                        shadow: shadow.name(),
+                        agreed: false,
+                        agreement: self.agreement_of(job.cluster),
+                        compared: self.compared_of(job.cluster),
+                        error: Some(message(&e)),
+                    }));
+                    return;
+                }
+                Err(e) => (false, Some(message(&e))),
+            },
         };
         let (agreement, compared, decision) = {
             let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -379,35 +437,45 @@ impl<O: Serialize + Clone + Send + Sync + 'static> Agent for Shadowed<O> {
         };
         let Some(cluster) = cluster else { return inner.current.run(input, ctx).await };
         let by_candidate = inner.promoted(cluster);
-        let served = if by_candidate {
+        if by_candidate {
             match inner.candidates[&cluster].run(input.clone(), ctx).await {
-                Ok(answer) => Ok(answer),
+                Ok(answer) => {
+                    inner.queue(Job {
+                        request: input,
+                        served: answer.clone(),
+                        served_by_candidate: true,
+                        cluster,
+                        ctx: ctx.clone(),
+                        candidate_failed: None,
+                    });
+                    Ok(answer)
+                }
                 Err(e) => {
                     tracing::warn!(cluster, error = %message(&e), "the promoted candidate failed; the current agent serves");
-                    // The comparison below records the disagreement: the current agent's answer against
-                    // the candidate's (failing again, or not).
                     let answer = inner.current.run(input.clone(), ctx).await?;
-                    let _ = inner.jobs.unbounded_send(Job {
+                    inner.queue(Job {
                         request: input,
                         served: answer.clone(),
                         served_by_candidate: false,
                         cluster,
                         ctx: ctx.clone(),
+                        candidate_failed: Some(message(&e)),
                     });
-                    return Ok(answer);
+                    Ok(answer)
                 }
             }
         } else {
-            inner.current.run(input.clone(), ctx).await
-        }?;
-        let _ = inner.jobs.unbounded_send(Job {
-            request: input,
-            served: served.clone(),
-            served_by_candidate: by_candidate,
-            cluster,
-            ctx: ctx.clone(),
-        });
-        Ok(served)
+            let answer = inner.current.run(input.clone(), ctx).await?;
+            inner.queue(Job {
+                request: input,
+                served: answer.clone(),
+                served_by_candidate: false,
+                cluster,
+                ctx: ctx.clone(),
+                candidate_failed: None,
+            });
+            Ok(answer)
+        }
     }
 }
 
