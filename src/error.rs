@@ -18,7 +18,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// |---|---|---|
 /// | `Load` | `ModelFile`, `InvalidGguf`, `InvalidMetadata`, `UnsupportedArchitecture`, `ModelLoad`, `Adapter`, `NoChatTemplate` | fix the file or pick another model |
 /// | `Config` | `InvalidSetting`, `InvalidRequest`, `Schema`, `Graph`, `Unavailable`, `Dataset` | fix the code (or the data file) |
-/// | `Generation` | `Template`, `PromptTooLong`, `PromptTooLarge`, `Decode`, `Backend`, `WorkerStopped`, `Busy` | shorten the prompt, retry, or restart the model |
+/// | `Generation` | `Template`, `PromptTooLong`, `PromptTooLarge`, `Decode`, `Backend`, `WorkerStopped`, `Busy`, `Training` | shorten the prompt, retry, or restart the model |
 /// | `InvalidOutput` | `Validation`, `Deserialize`, `Incomplete` ([`is_invalid_output`](Error::is_invalid_output)) | retry, or escalate to a larger model |
 /// | `Orchestration` | `Tool`, `MaxSteps`, `Specialist`, `Plan`, `Node`, `NodeTimeout`, `NodePanicked` | look at the cause: [`root`](Error::root) |
 /// | `Remote` | `Remote` ([`RemoteError`]) | retry after [`retry_after`](Error::retry_after), or fall back |
@@ -323,6 +323,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Fine-tuning failed: the training process ended with an error or crashed, or was cancelled.
+    #[error("fine-tuning failed: {reason}")]
+    Training {
+        /// What happened (the child's exit status and the end of its error output).
+        reason: String,
+    },
+
     /// A line of a ledger file is malformed (and is not a torn last line).
     #[error("ledger {path}, line {line}: {reason}")]
     LedgerLine {
@@ -411,6 +418,7 @@ impl Error {
             | Self::Decode { .. }
             | Self::Backend { .. }
             | Self::WorkerStopped
+            | Self::Training { .. }
             | Self::Busy { .. } => ErrorKind::Generation,
             Self::Validation { .. } | Self::Deserialize { .. } | Self::Incomplete { .. } => ErrorKind::InvalidOutput,
             Self::Tool { .. }

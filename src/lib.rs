@@ -9,6 +9,9 @@ pub mod agent;
 pub mod distill;
 mod error;
 pub mod eval;
+#[cfg(feature = "train")]
+#[cfg_attr(docsrs, doc(cfg(feature = "train")))]
+pub mod finetune;
 pub mod graph;
 pub mod ledger;
 pub mod model;
