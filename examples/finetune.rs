@@ -7,15 +7,37 @@
 //!     [--out MODEL.gguf] [--layers N|all] [--lr X] [--epochs N] [--all-turns] [--tuned MODEL.gguf]
 //! ```
 //!
+//! Without `--train`, it runs the conversion loop on the bundled workload and takes its largest tool cluster.
 //! Defaults: all blocks, learning rate 5e-5, 2 epochs, the call turns only (`--all-turns` to learn the
 //! answers after tool results too); `--tuned` evaluates a model fine-tuned earlier instead of training.
 
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use slm_agents::distill::{self, ClusterOptions};
 use slm_agents::eval::Evaluation;
 use slm_agents::finetune::{serve_child, FineTune, Progress};
 use slm_agents::model::LlamaModel;
+
+/// Exports the bundled workload's clusters under `target/finetune-data` and returns the training and test files
+/// of its largest tool cluster.
+fn largest_tool_cluster(
+    rt: &tokio::runtime::Runtime,
+    base: &str,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let (records, _) = slm_agents::ledger::read_jsonl("examples/data/workload.jsonl")?;
+    let mut curated = distill::curate(&records);
+    let embedder = LlamaModel::builder(base).load()?;
+    let mut embeddings = rt.block_on(distill::embed_requests(&curated, &embedder))?;
+    distill::drop_near_duplicates(&mut curated, &mut embeddings, 0.97);
+    let clustering = distill::fit(&curated, &embeddings, &ClusterOptions::default())?;
+    let largest =
+        clustering.clusters.iter().filter(|c| !c.open_ended).max_by_key(|c| c.size).ok_or("no tool cluster")?;
+    let exported = distill::export(&curated, &clustering, "target/finetune-data", 0.2)?;
+    let files = exported.iter().find(|e| e.cluster == largest.id).ok_or("the cluster was not exported")?;
+    println!("the workload's largest tool cluster: {} ({} calls)", largest.label, largest.size);
+    Ok((files.train.display().to_string(), files.test.display().to_string()))
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(code) = serve_child() {
@@ -47,7 +69,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
-    let train = train.ok_or("--train PATH is needed")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let train = match train {
+        Some(train) => train,
+        None => {
+            // The bundled workload's largest tool cluster, through the conversion loop's S2, S3 and S5.
+            let (t, e) = largest_tool_cluster(&rt, &base)?;
+            test = Some(e);
+            t
+        }
+    };
     let mut tune = FineTune::new(&base).train(&train).learning_rate(lr).epochs(epochs).calls_only(calls_only);
     tune = match layers {
         Some(n) => tune.last_layers(n),
@@ -90,7 +121,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let cases = slm_agents::finetune::test_cases(test)?;
         let before = LlamaModel::builder(&base).lanes(2).load()?;
         let after = LlamaModel::builder(&tuned.model).lanes(2).load()?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         // The fine-tuned specialist knows its task: no relevance gate (it would answer "Do I need an umbrella in
         // Oslo?" in words before the model is asked).
         let evaluation = Evaluation::new(cases).configure(|b| b.relevance_threshold(None));
