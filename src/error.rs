@@ -395,6 +395,18 @@ pub enum ErrorKind {
     Ledger,
 }
 
+/// An error's message followed by its causes', joined by `": "`: one line for logs and for the model.
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl Error {
     /// The group of this error.
     pub fn kind(&self) -> ErrorKind {

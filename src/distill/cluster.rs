@@ -109,16 +109,8 @@ pub struct TextFeatures {
 const BUCKETS: usize = 512;
 
 impl TextFeatures {
-    fn fit(requests: &[&str], embeddings: &[&Vec<f32>], word_weight: f32) -> Self {
-        let dim = embeddings.first().map_or(0, |v| v.len());
-        let mut mean = vec![0f32; dim];
-        for v in embeddings {
-            for (m, x) in mean.iter_mut().zip(v.iter()) {
-                *m += x;
-            }
-        }
-        let n = embeddings.len().max(1) as f32;
-        mean.iter_mut().for_each(|m| *m /= n);
+    fn fit(requests: &[&str], embeddings: &[Vec<f32>], word_weight: f32) -> Self {
+        let mean = super::mean(embeddings);
         let mut df = vec![0usize; BUCKETS];
         for r in requests {
             let mut seen = vec![false; BUCKETS];
@@ -276,7 +268,7 @@ pub fn fit(curated: &Curated, embeddings: &[Vec<f32>], options: &ClusterOptions)
         });
     }
     let requests: Vec<&str> = calls.iter().map(CuratedCall::request).collect();
-    let text = TextFeatures::fit(&requests, &embeddings.iter().collect::<Vec<_>>(), options.word_weight);
+    let text = TextFeatures::fit(&requests, embeddings, options.word_weight);
     let texts: Vec<Vec<f32>> = requests.iter().zip(embeddings).map(|(r, e)| text.vector(r, e)).collect();
     let tools: Vec<Option<String>> = calls.iter().map(task_tool).collect();
     let contexts: Vec<String> = calls.iter().map(context_key).collect();
@@ -503,7 +495,7 @@ impl ClusterRouter {
         let e = ctx.embed(&*self.model, &[request.to_owned()]).await?.pop().unwrap_or_default();
         let v = self.text.vector(request, &e);
         let mut scored: Vec<(usize, f32)> =
-            self.centroids.iter().map(|(id, _, c)| (*id, super::cosine(&v, c))).collect();
+            self.centroids.iter().map(|(id, _, c)| (*id, crate::router::cosine(&v, c))).collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(scored)
     }

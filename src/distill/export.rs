@@ -20,7 +20,9 @@ pub fn parse_calls(text: &str) -> Vec<ToolCall> {
     calls_in(&value)
 }
 
-fn calls_in(value: &Value) -> Vec<ToolCall> {
+/// The tool calls in a JSON value, in the formats [`parse_calls`] reads (an OpenAI assistant message among
+/// them: its `tool_calls`, arguments as a JSON string).
+pub(crate) fn calls_in(value: &Value) -> Vec<ToolCall> {
     match value {
         Value::Array(items) => items.iter().flat_map(calls_in).collect(),
         Value::Object(map) => {

@@ -29,6 +29,8 @@ mod shadow;
 pub use cluster::{
     cluster, embed_requests, fit, purity, Cluster, ClusterOptions, ClusterRouter, Clustering, TextFeatures,
 };
+#[cfg(feature = "train")]
+pub(crate) use export::calls_in;
 pub use export::{answer_text, chat_example, export, is_held_out, parse_calls, task_tool, ExportedCluster};
 pub use select::{
     case_of, select, text_similarity, Candidate, CandidateScore, ClusterSelection, SelectOptions, Selection,
@@ -258,7 +260,7 @@ pub async fn remove_near_duplicates(curated: &mut Curated, model: &dyn LanguageM
 pub fn drop_near_duplicates(curated: &mut Curated, embeddings: &mut Vec<Vec<f32>>, threshold: f32) -> usize {
     let n = curated.calls.len().min(embeddings.len());
     let centred = centre(&embeddings[..n]);
-    let words: Vec<String> = curated.calls[..n].iter().map(|c| words_of(c.request())).collect();
+    let words: Vec<String> = curated.calls[..n].iter().map(|c| words(c.request()).join(" ")).collect();
     let mut kept: Vec<usize> = Vec::new();
     let mut keep = vec![true; curated.calls.len()];
     for i in 0..n {
@@ -267,7 +269,7 @@ pub fn drop_near_duplicates(curated: &mut Curated, embeddings: &mut Vec<Vec<f32>
             let b = &curated.calls[j];
             b.caller == a.caller
                 && b.task_key() == key
-                && (words[i] == words[j] || cosine(&centred[i], &centred[j]) >= threshold)
+                && (words[i] == words[j] || crate::router::cosine(&centred[i], &centred[j]) >= threshold)
         });
         if let Some(&j) = twin {
             tracing::debug!(request = a.request(), twin = curated.calls[j].request(), "near-duplicate");
@@ -288,16 +290,12 @@ pub fn drop_near_duplicates(curated: &mut Curated, embeddings: &mut Vec<Vec<f32>
 }
 
 /// The words of a text, lower-cased, without punctuation.
-fn words_of(text: &str) -> String {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect::<Vec<_>>()
-        .join(" ")
+pub(crate) fn words(text: &str) -> Vec<String> {
+    text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect()
 }
 
-/// The vectors minus their mean.
-pub(crate) fn centre(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
+/// The mean of vectors (of the first one's length).
+pub(crate) fn mean(vectors: &[Vec<f32>]) -> Vec<f32> {
     let dim = vectors.first().map_or(0, Vec::len);
     let mut mean = vec![0f32; dim];
     for v in vectors {
@@ -306,15 +304,11 @@ pub(crate) fn centre(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
         }
     }
     mean.iter_mut().for_each(|m| *m /= vectors.len().max(1) as f32);
-    vectors.iter().map(|v| v.iter().zip(&mean).map(|(x, m)| x - m).collect()).collect()
+    mean
 }
 
-pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let (na, nb) = (a.iter().map(|x| x * x).sum::<f32>().sqrt(), b.iter().map(|x| x * x).sum::<f32>().sqrt());
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na * nb)
-    }
+/// The vectors minus their mean.
+fn centre(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let mean = mean(vectors);
+    vectors.iter().map(|v| v.iter().zip(&mean).map(|(x, m)| x - m).collect()).collect()
 }

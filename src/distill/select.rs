@@ -195,19 +195,7 @@ pub fn case_of(call: &CuratedCall) -> Option<Case> {
     let expected = if call.tool_calls.is_empty() {
         Expected::NoCall
     } else {
-        Expected::Calls(
-            call.tool_calls
-                .iter()
-                .map(|c| ExpectedCall {
-                    tool: c.tool.clone(),
-                    arguments: c
-                        .arguments
-                        .as_object()
-                        .map(|m| m.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect())
-                        .unwrap_or_default(),
-                })
-                .collect(),
-        )
+        Expected::Calls(call.tool_calls.iter().map(ExpectedCall::exactly).collect())
     };
     Some(Case {
         id: format!("{}#{}", call.run, call.seq),
@@ -222,8 +210,8 @@ pub fn case_of(call: &CuratedCall) -> Option<Case> {
 pub fn text_similarity(a: &str, b: &str) -> f64 {
     let words = |t: &str| -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
-        for w in t.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-            *m.entry(w.to_owned()).or_insert(0) += 1;
+        for w in super::words(t) {
+            *m.entry(w).or_insert(0) += 1;
         }
         m
     };

@@ -83,6 +83,43 @@ struct State {
 }
 
 impl State {
+    /// Counts one comparison and applies the rule. Returns the agreement and the number of comparisons it is
+    /// over (as they were before a decision cleared them), and the decision with its reason: `true` promoted,
+    /// `false` rolled back.
+    fn count(&mut self, agreed: bool, rule: &PromotionRule) -> (f64, usize, Option<(bool, String)>) {
+        self.recent.push_back(agreed);
+        while self.recent.len() > rule.window {
+            self.recent.pop_front();
+        }
+        let (agreement, compared) = (self.agreement(), self.recent.len());
+        let decision = if !self.promoted && compared >= rule.min_calls && agreement >= rule.agreement {
+            Some((
+                true,
+                format!(
+                    "agreement {:.0}% over the last {compared} calls reached {:.0}%",
+                    agreement * 100.0,
+                    rule.agreement * 100.0
+                ),
+            ))
+        } else if self.promoted && compared >= rule.min_calls && agreement < rule.rollback_below {
+            Some((
+                false,
+                format!(
+                    "agreement {:.0}% over the last {compared} calls fell below {:.0}%",
+                    agreement * 100.0,
+                    rule.rollback_below * 100.0
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((promoted, _)) = &decision {
+            self.promoted = *promoted;
+            self.recent.clear();
+        }
+        (agreement, compared, decision)
+    }
+
     fn agreement(&self) -> f64 {
         if self.recent.is_empty() {
             0.0
@@ -218,7 +255,7 @@ impl<O: Serialize + Clone + Send + Sync + 'static> Shadowed<O> {
 
     /// Whether `cluster`'s candidate serves it.
     pub fn is_promoted(&self, cluster: usize) -> bool {
-        self.status().iter().any(|s| s.cluster == cluster && s.promoted)
+        self.inner.candidates.contains_key(&cluster) && self.inner.promoted(cluster)
     }
 
     /// Runs the shadow comparisons queued so far, one after another, and returns how many ran. Returns 0 at
@@ -309,14 +346,6 @@ impl<O: Serialize + Clone + Send + Sync + 'static> ShadowedBuilder<O> {
 }
 
 impl<O: Serialize + Clone + Send + Sync + 'static> Inner<O> {
-    fn agreement_of(&self, cluster: usize) -> f64 {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&cluster).map_or(0.0, State::agreement)
-    }
-
-    fn compared_of(&self, cluster: usize) -> usize {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&cluster).map_or(0, |s| s.recent.len())
-    }
-
     fn promoted(&self, cluster: usize) -> bool {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&cluster).is_some_and(|s| s.promoted)
     }
@@ -337,69 +366,33 @@ impl<O: Serialize + Clone + Send + Sync + 'static> Inner<O> {
         let Some(candidate) = self.candidates.get(&job.cluster) else { return };
         let (served_by, shadow) =
             if job.served_by_candidate { (candidate, &self.current) } else { (&self.current, candidate) };
-        let (agreed, error) = match job.candidate_failed {
-            Some(error) => (false, Some(error)),
+        // `Some(agreed)` counts; `None`: the current agent failed in the candidate's shadow, which says nothing
+        // about the candidate (recorded, not counted).
+        let (counted, error) = match job.candidate_failed {
+            Some(error) => (Some(false), Some(error)),
             None => match shadow.run(job.request.clone(), &job.ctx).await {
-                Ok(answer) => ((self.agree)(&job.served, &answer), None),
+                Ok(answer) => (Some((self.agree)(&job.served, &answer)), None),
                 Err(e) if job.served_by_candidate => {
-                    // The current agent failed in the candidate's shadow: no evidence either way.
                     tracing::debug!(cluster = job.cluster, error = %message(&e), "the shadow failed; not counted");
-                    job.ctx.record(RunEvent::Shadow(ShadowEvent {
-                        ids: job.ctx.ids(),
-                        cluster: job.cluster,
-                        served_by: served_by.name(),
-                        shadow: shadow.name(),
-                        agreed: false,
-                        agreement: self.agreement_of(job.cluster),
-                        compared: self.compared_of(job.cluster),
-                        error: Some(message(&e)),
-                    }));
-                    return;
+                    (None, Some(message(&e)))
                 }
-                Err(e) => (false, Some(message(&e))),
+                Err(e) => (Some(false), Some(message(&e))),
             },
         };
         let (agreement, compared, decision) = {
             let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let s = state.entry(job.cluster).or_default();
-            s.recent.push_back(agreed);
-            while s.recent.len() > self.rule.window {
-                s.recent.pop_front();
+            match counted {
+                Some(agreed) => s.count(agreed, &self.rule),
+                None => (s.agreement(), s.recent.len(), None),
             }
-            let (agreement, compared) = (s.agreement(), s.recent.len());
-            let decision = if !s.promoted && compared >= self.rule.min_calls && agreement >= self.rule.agreement {
-                s.promoted = true;
-                s.recent.clear();
-                Some((
-                    true,
-                    format!(
-                        "agreement {:.0}% over the last {compared} calls reached {:.0}%",
-                        agreement * 100.0,
-                        self.rule.agreement * 100.0
-                    ),
-                ))
-            } else if s.promoted && compared >= self.rule.min_calls && agreement < self.rule.rollback_below {
-                s.promoted = false;
-                s.recent.clear();
-                Some((
-                    false,
-                    format!(
-                        "agreement {:.0}% over the last {compared} calls fell below {:.0}%",
-                        agreement * 100.0,
-                        self.rule.rollback_below * 100.0
-                    ),
-                ))
-            } else {
-                None
-            };
-            (agreement, compared, decision)
         };
         job.ctx.record(RunEvent::Shadow(ShadowEvent {
             ids: job.ctx.ids(),
             cluster: job.cluster,
             served_by: served_by.name(),
             shadow: shadow.name(),
-            agreed,
+            agreed: counted.unwrap_or(false),
             agreement,
             compared,
             error,
@@ -437,45 +430,27 @@ impl<O: Serialize + Clone + Send + Sync + 'static> Agent for Shadowed<O> {
         };
         let Some(cluster) = cluster else { return inner.current.run(input, ctx).await };
         let by_candidate = inner.promoted(cluster);
-        if by_candidate {
+        // Who served, and, when a promoted candidate failed, why the current agent served instead.
+        let (served, served_by_candidate, candidate_failed) = if by_candidate {
             match inner.candidates[&cluster].run(input.clone(), ctx).await {
-                Ok(answer) => {
-                    inner.queue(Job {
-                        request: input,
-                        served: answer.clone(),
-                        served_by_candidate: true,
-                        cluster,
-                        ctx: ctx.clone(),
-                        candidate_failed: None,
-                    });
-                    Ok(answer)
-                }
+                Ok(answer) => (answer, true, None),
                 Err(e) => {
                     tracing::warn!(cluster, error = %message(&e), "the promoted candidate failed; the current agent serves");
-                    let answer = inner.current.run(input.clone(), ctx).await?;
-                    inner.queue(Job {
-                        request: input,
-                        served: answer.clone(),
-                        served_by_candidate: false,
-                        cluster,
-                        ctx: ctx.clone(),
-                        candidate_failed: Some(message(&e)),
-                    });
-                    Ok(answer)
+                    (inner.current.run(input.clone(), ctx).await?, false, Some(message(&e)))
                 }
             }
         } else {
-            let answer = inner.current.run(input.clone(), ctx).await?;
-            inner.queue(Job {
-                request: input,
-                served: answer.clone(),
-                served_by_candidate: false,
-                cluster,
-                ctx: ctx.clone(),
-                candidate_failed: None,
-            });
-            Ok(answer)
-        }
+            (inner.current.run(input.clone(), ctx).await?, false, None)
+        };
+        inner.queue(Job {
+            request: input,
+            served: served.clone(),
+            served_by_candidate,
+            cluster,
+            ctx: ctx.clone(),
+            candidate_failed,
+        });
+        Ok(served)
     }
 }
 
@@ -498,14 +473,7 @@ pub fn agree_json(a: &Value, b: &Value) -> bool {
 
 /// An error with its causes, in one line.
 fn message(error: &crate::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::error::with_causes(error)
 }
 
 #[cfg(test)]

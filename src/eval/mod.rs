@@ -103,6 +103,28 @@ pub struct ExpectedCall {
     pub arguments: BTreeMap<String, Vec<Value>>,
 }
 
+impl ExpectedCall {
+    /// Exactly this call: its tool, and each of its arguments with its one value.
+    ///
+    /// ```
+    /// use slm_agents::eval::ExpectedCall;
+    /// use slm_agents::tool::ToolCall;
+    ///
+    /// let call = ToolCall { tool: "weather".into(), arguments: serde_json::json!({"city": "Oslo"}) };
+    /// assert_eq!(ExpectedCall::exactly(&call).arguments["city"], [serde_json::json!("Oslo")]);
+    /// ```
+    pub fn exactly(call: &crate::tool::ToolCall) -> Self {
+        Self {
+            tool: call.tool.clone(),
+            arguments: call
+                .arguments
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// What the specialist did with a case (scored by [`score`]).
 ///
 /// Not to be confused with [`run::Outcome`](crate::run::Outcome), whether a recorded call succeeded.

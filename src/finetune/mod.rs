@@ -26,6 +26,7 @@
 
 mod native;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,7 +36,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eval::{Case, Expected, DEFAULT_INSTRUCTIONS};
+use crate::distill::calls_in;
+use crate::eval::{Case, Expected, ExpectedCall, DEFAULT_INSTRUCTIONS};
 use crate::model::{LlamaModel, Message, Role};
 use crate::tool::ToolSpec;
 use crate::{Error, Result};
@@ -411,49 +413,42 @@ pub fn serve_child() -> Option<i32> {
 /// [`Error::Ledger`] when the file cannot be read; [`Error::LedgerLine`] for a line that is not JSON.
 pub fn test_cases(path: impl AsRef<Path>) -> Result<Vec<Case>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Ledger { path: path.to_owned(), source })?;
     let mut cases = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).map_err(|e| Error::LedgerLine {
-            path: path.to_owned(),
-            line: i + 1,
-            reason: e.to_string(),
-        })?;
+    for (line, v) in read_examples(path)? {
         if !is_first_call(&v) {
             continue;
         }
         let Some((last, history)) = v["messages"].as_array().and_then(|m| m.split_last()) else { continue };
-        let Some(calls) = last["tool_calls"].as_array() else { continue };
-        let expected = calls
-            .iter()
-            .map(|c| {
-                let args: Value = match &c["function"]["arguments"] {
-                    Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
-                    other => other.clone(),
-                };
-                crate::eval::ExpectedCall {
-                    tool: c["function"]["name"].as_str().unwrap_or_default().to_owned(),
-                    arguments: args
-                        .as_object()
-                        .map(|m| m.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect())
-                        .unwrap_or_default(),
-                }
-            })
-            .collect();
         let user: Vec<Message> = history
             .iter()
             .filter(|m| m["role"] == "user")
             .map(|m| Message::user(m["content"].as_str().unwrap_or_default()))
             .collect();
         cases.push(Case {
-            id: format!("{}:{}", path.display(), i + 1),
+            id: format!("{}:{line}", path.display()),
             category: String::new(),
             messages: user,
             tools: tools_of(&v),
-            expected: Expected::Calls(expected),
+            expected: Expected::Calls(calls_in(last).iter().map(ExpectedCall::exactly).collect()),
         });
     }
     Ok(cases)
+}
+
+/// The examples of a chat-examples file, with their line numbers (from 1); blank lines skipped.
+fn read_examples(path: &Path) -> Result<Vec<(usize, Value)>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Ledger { path: path.to_owned(), source })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).map(|v| (i + 1, v)).map_err(|e| Error::LedgerLine {
+                path: path.to_owned(),
+                line: i + 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Whether an example's reply is a tool call made straight from the request.
@@ -481,22 +476,43 @@ fn tools_of(example: &Value) -> Vec<ToolSpec> {
         .unwrap_or_default()
 }
 
-/// Renders every line of a chat-examples file ([`render_example`]).
+/// Renders every line of a chat-examples file ([`render_example`]), the specialist's system prompt built once
+/// per set of tools.
 fn render_file(model: &LlamaModel, path: &Path, calls_only: bool) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Ledger { path: path.to_owned(), source })?;
+    let mut prompts: HashMap<String, String> = HashMap::new();
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let value: Value = serde_json::from_str(line).map_err(|e| Error::LedgerLine {
-            path: path.to_owned(),
-            line: i + 1,
-            reason: e.to_string(),
-        })?;
+    for (_, value) in read_examples(path)? {
         if calls_only && !is_first_call(&value) {
             continue;
         }
-        out.push(render_example(model, &value)?);
+        let tools = tools_of(&value);
+        let key = serde_json::to_string(&tools).unwrap_or_default();
+        let system = match prompts.get(&key) {
+            Some(system) => system.clone(),
+            None => {
+                let system = system_prompt(model, &tools)?;
+                prompts.insert(key, system.clone());
+                system
+            }
+        };
+        out.push(render_with(model, &value, &tools, system)?);
     }
     Ok(out)
+}
+
+/// The evaluation specialist's system prompt for these tools: what the fine-tuned model will run under.
+fn system_prompt(model: &LlamaModel, tools: &[ToolSpec]) -> Result<String> {
+    let case = Case {
+        id: String::new(),
+        category: String::new(),
+        messages: vec![Message::user("")],
+        tools: tools.to_vec(),
+        expected: Expected::NoCall,
+    };
+    let specialist = crate::eval::specialist_builder(&case, std::sync::Arc::new(model.clone()))
+        .instructions(DEFAULT_INSTRUCTIONS)
+        .build()?;
+    Ok(specialist.system_prompt().to_owned())
 }
 
 /// One chat example (OpenAI fine-tuning format) as the text the specialist's model sees and should answer:
@@ -510,28 +526,24 @@ fn render_file(model: &LlamaModel, path: &Path, calls_only: bool) -> Result<Vec<
 /// [`Error::InvalidRequest`] for an example without messages; the errors of building the specialist and of
 /// rendering the template.
 pub fn render_example(model: &LlamaModel, example: &Value) -> Result<String> {
+    let tools = tools_of(example);
+    let system = system_prompt(model, &tools)?;
+    render_with(model, example, &tools, system)
+}
+
+/// [`render_example`] with the example's tools and the system prompt at hand.
+fn render_with(model: &LlamaModel, example: &Value, tools: &[ToolSpec], system: String) -> Result<String> {
     let messages = example["messages"]
         .as_array()
         .filter(|m| !m.is_empty())
         .ok_or_else(|| Error::InvalidRequest { reason: "a chat example needs messages".into() })?;
-    let tools = tools_of(example);
-    let case = Case {
-        id: String::new(),
-        category: String::new(),
-        messages: vec![Message::user("")],
-        tools: tools.clone(),
-        expected: Expected::NoCall,
-    };
-    let specialist = crate::eval::specialist_builder(&case, std::sync::Arc::new(model.clone()))
-        .instructions(DEFAULT_INSTRUCTIONS)
-        .build()?;
-    let mut chat = vec![Message::system(specialist.system_prompt())];
+    let mut chat = vec![Message::system(system)];
     let (last, history) = messages.split_last().unwrap_or((&messages[0], &[]));
     for m in history {
         match m["role"].as_str().unwrap_or("") {
             "user" => chat.push(Message::user(m["content"].as_str().unwrap_or_default())),
             "tool" => chat.push(Message::tool(m["content"].as_str().unwrap_or_default())),
-            "assistant" => chat.push(Message::assistant(reply(m, &tools))),
+            "assistant" => chat.push(Message::assistant(reply(m, tools))),
             _ => {}
         }
     }
@@ -544,18 +556,13 @@ pub fn render_example(model: &LlamaModel, example: &Value) -> Result<String> {
         Some(i) => &after[..=i],
         None => after,
     };
-    Ok(format!("{prompt}{}{end}", reply(last, &tools)))
+    Ok(format!("{prompt}{}{end}", reply(last, tools)))
 }
 
 /// An assistant message in the specialist's reply format.
 fn reply(message: &Value, tools: &[ToolSpec]) -> String {
-    if let Some(call) = message["tool_calls"].as_array().and_then(|c| c.first()) {
-        let name = call["function"]["name"].as_str().unwrap_or_default();
-        let args = &call["function"]["arguments"];
-        let args: Value = match args {
-            Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
-            other => other.clone(),
-        };
+    if let Some(call) = message.get("tool_calls").map(calls_in).and_then(|c| c.into_iter().next()) {
+        let (name, args) = (call.tool.as_str(), call.arguments);
         // The arguments in the order of the tool's schema, as the grammar writes them.
         let order: Vec<String> = tools
             .iter()

@@ -74,22 +74,10 @@ fn cstring(path: &Path) -> Result<CString, String> {
 
 /// Tokenizes `text` with the model's vocabulary, special tokens parsed (the rendered chat template holds them).
 fn tokenize(vocab: *const sys::llama_vocab, text: &str) -> Vec<i32> {
-    let mut tokens = vec![0i32; text.len() + 8];
-    // SAFETY: the buffer holds `tokens.len()` tokens; a negative result is the size needed.
-    let n = unsafe {
-        sys::llama_tokenize(
-            vocab,
-            text.as_ptr() as *const c_char,
-            text.len() as i32,
-            tokens.as_mut_ptr(),
-            tokens.len() as i32,
-            false,
-            true,
-        )
-    };
-    if n < 0 {
-        tokens.resize((-n) as usize, 0);
-        let m = unsafe {
+    // Writes into `tokens`; a negative count is the size needed.
+    let into = |tokens: &mut Vec<i32>| {
+        // SAFETY: the buffer holds `tokens.len()` tokens, and llama.cpp writes at most that many.
+        unsafe {
             sys::llama_tokenize(
                 vocab,
                 text.as_ptr() as *const c_char,
@@ -99,11 +87,15 @@ fn tokenize(vocab: *const sys::llama_vocab, text: &str) -> Vec<i32> {
                 false,
                 true,
             )
-        };
-        tokens.truncate(m.max(0) as usize);
-    } else {
-        tokens.truncate(n as usize);
+        }
+    };
+    let mut tokens = vec![0i32; text.len() + 8];
+    let mut n = into(&mut tokens);
+    if n < 0 {
+        tokens.resize((-n) as usize, 0);
+        n = into(&mut tokens);
     }
+    tokens.truncate(n.max(0) as usize);
     tokens
 }
 

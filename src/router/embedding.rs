@@ -129,7 +129,8 @@ impl<R: Clone + Send + Sync + 'static> EmbeddingRouterBuilder<R> {
     }
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
+/// The cosine similarity of two vectors; 0 when either is zero.
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -15,6 +15,8 @@ mod model_choice;
 mod rules;
 
 pub use cascade::CascadeRouter;
+#[cfg(feature = "distill")]
+pub(crate) use embedding::cosine;
 pub use embedding::{EmbeddingRouter, EmbeddingRouterBuilder};
 pub use model_choice::{ModelRouter, ModelRouterBuilder};
 pub use rules::RuleRouter;

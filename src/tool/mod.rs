@@ -132,14 +132,7 @@ pub enum ToolError {
 impl ToolError {
     /// The message with its causes, as shown to the model.
     pub fn full_message(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+        crate::error::with_causes(self)
     }
 }
 
