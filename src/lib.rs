@@ -9,7 +9,8 @@ pub mod agent;
 pub mod distill;
 mod error;
 pub mod eval;
-#[cfg(feature = "train")]
+// On docs.rs (no llama.cpp build), the module is documented from its pure-Rust side.
+#[cfg(any(feature = "train", all(docsrs, feature = "distill")))]
 #[cfg_attr(docsrs, doc(cfg(feature = "train")))]
 pub mod finetune;
 pub mod graph;

@@ -29,7 +29,7 @@ mod shadow;
 pub use cluster::{
     cluster, embed_requests, fit, purity, Cluster, ClusterOptions, ClusterRouter, Clustering, TextFeatures,
 };
-#[cfg(feature = "train")]
+#[cfg(any(feature = "train", docsrs))]
 pub(crate) use export::calls_in;
 pub use export::{answer_text, chat_example, export, is_held_out, parse_calls, task_tool, ExportedCluster};
 pub use select::{

@@ -22,7 +22,7 @@ pub use report::{CategoryScore, Report, Summary, Threshold};
 pub use score::{score, standardize, Verdict};
 
 use crate::model::{LanguageModel, Message, Role};
-use crate::run::{MemoryRecorder, RunContext};
+use crate::run::{CallIds, EvaluationEvent, MemoryRecorder, Recorder, RunContext, RunEvent};
 use crate::specialist::{Decided, ModelSpecialist, ModelSpecialistBuilder};
 pub use crate::tool::ToolSpec;
 use crate::tool::{declared, ToolCall};
@@ -258,6 +258,7 @@ pub struct Evaluation {
     instructions: String,
     configure: Option<Configure>,
     progress: Option<Progress>,
+    record: Option<(Arc<dyn Recorder>, String)>,
 }
 
 impl std::fmt::Debug for Evaluation {
@@ -269,7 +270,7 @@ impl std::fmt::Debug for Evaluation {
 impl Evaluation {
     /// An evaluation of these cases.
     pub fn new(cases: Vec<Case>) -> Self {
-        Self { cases, instructions: DEFAULT_INSTRUCTIONS.to_owned(), configure: None, progress: None }
+        Self { cases, instructions: DEFAULT_INSTRUCTIONS.to_owned(), configure: None, progress: None, record: None }
     }
 
     /// The cases.
@@ -307,6 +308,24 @@ impl Evaluation {
         self
     }
 
+    /// Also records each run to `recorder` (a [`JsonlLedger`](crate::ledger::JsonlLedger), say) under `name`:
+    /// every case's model calls, as run `<name>/<case id>`, and at the end one [`EvaluationEvent`] with the
+    /// figures, as run `<name>`. Name each evaluation differently ("base", "adapter r16") to compare them in the
+    /// ledger.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use slm_agents::eval::Evaluation;
+    /// use slm_agents::run::MemoryRecorder;
+    ///
+    /// let ledger = Arc::new(MemoryRecorder::default());
+    /// let evaluation = Evaluation::new(Vec::new()).record_to(ledger.clone(), "base");
+    /// ```
+    pub fn record_to(mut self, recorder: Arc<dyn Recorder>, name: impl Into<String>) -> Self {
+        self.record = Some((recorder, name.into()));
+        self
+    }
+
     /// Runs every case through the default specialist on `model` ([`default_specialist`], with this
     /// evaluation's instructions), `concurrency` cases at a time (at least 1).
     pub async fn run(&self, model: Arc<dyn LanguageModel>, concurrency: usize) -> Report {
@@ -333,7 +352,7 @@ impl Evaluation {
         let build = &build;
         let total = self.cases.len();
         let mut stream = futures::stream::iter(self.cases.iter().enumerate())
-            .map(|(i, case)| async move { (i, run_case(case, build(case)).await) })
+            .map(|(i, case)| async move { (i, run_case(case, build(case), self.record.as_ref()).await) })
             .buffer_unordered(concurrency.max(1));
         let mut results: Vec<(usize, CaseResult)> = Vec::with_capacity(total);
         while let Some((i, result)) = stream.next().await {
@@ -343,16 +362,51 @@ impl Evaluation {
             results.push((i, result));
         }
         results.sort_by_key(|(i, _)| *i);
-        Report::new(results.into_iter().map(|(_, r)| r).collect(), started.elapsed())
+        let report = Report::new(results.into_iter().map(|(_, r)| r).collect(), started.elapsed());
+        if let Some((recorder, name)) = &self.record {
+            let s = &report.summary;
+            recorder.record(RunEvent::Evaluation(EvaluationEvent {
+                ids: CallIds { run: name.clone(), ..CallIds::default() },
+                name: name.clone(),
+                model: s.model.clone(),
+                cases: s.cases,
+                correct: s.correct,
+                accuracy: s.accuracy,
+                errors: s.errors,
+                latency_mean_ms: s.latency_mean_ms,
+                prompt_tokens: s.prompt_tokens,
+                completion_tokens: s.completion_tokens,
+            }));
+        }
+        report
     }
 }
 
-async fn run_case<O>(case: &Case, specialist: Result<ModelSpecialist<String, O>>) -> CaseResult
+/// Sends each event to memory (for the case's figures) and to the evaluation's recorder.
+struct Tee(Arc<MemoryRecorder>, Arc<dyn Recorder>);
+
+impl Recorder for Tee {
+    fn record(&self, event: RunEvent) {
+        self.0.record(event.clone());
+        self.1.record(event);
+    }
+}
+
+async fn run_case<O>(
+    case: &Case,
+    specialist: Result<ModelSpecialist<String, O>>,
+    record: Option<&(Arc<dyn Recorder>, String)>,
+) -> CaseResult
 where
     O: Serialize + JsonSchema + DeserializeOwned + Send + 'static,
 {
     let events = Arc::new(MemoryRecorder::default());
-    let ctx = RunContext::new().with_recorder(events.clone()).with_run_id(case.id.clone());
+    let ctx = match record {
+        Some((recorder, name)) => RunContext::new()
+            .with_recorder(Arc::new(Tee(events.clone(), recorder.clone())))
+            .with_run_id(format!("{name}/{}", case.id)),
+        None => RunContext::new().with_recorder(events.clone()).with_run_id(case.id.clone()),
+    };
     let started = Instant::now();
     let (mut call_probability, mut relevance) = (None, None);
     let (outcome, schema_valid) = match specialist {

@@ -24,6 +24,9 @@
 //!
 #![doc = include_str!("../../docs/finetune.md")]
 
+#[cfg(feature = "train")]
+mod lora;
+#[cfg(feature = "train")]
 mod native;
 
 use std::collections::HashMap;
@@ -85,6 +88,39 @@ pub enum Progress {
         /// The held-out loss after it, if there are held-out windows.
         eval_loss: Option<f64>,
     },
+    /// The weights' differences are being factored for the adapter (a truncated SVD each).
+    Factoring {
+        /// Weights done.
+        done: usize,
+        /// Weights that changed.
+        total: usize,
+    },
+    /// A candidate rank was scored: the mean loss of the scored examples' replies, on the quantized base with
+    /// the adapter of that rank (rank 0: the base alone).
+    Rank {
+        /// The adapter's rank (0 for the base alone).
+        rank: usize,
+        /// Mean loss per reply token.
+        loss: f64,
+        /// The share of the fine-tune's weight updates (squared norm, all weights) the adapter keeps.
+        kept: f64,
+    },
+    /// The adapter was written.
+    Adapter {
+        /// Its rank.
+        rank: usize,
+        /// Its size in bytes.
+        bytes: u64,
+        /// Its held-out loss ([`Progress::Rank`]).
+        loss: f64,
+        /// The base model's held-out loss.
+        base_loss: f64,
+    },
+    /// The child finished.
+    Done {
+        /// Its peak resident memory, where the system reports it.
+        peak_memory_bytes: Option<u64>,
+    },
 }
 
 /// What the child is given.
@@ -93,7 +129,14 @@ struct Job {
     base: PathBuf,
     texts: Vec<String>,
     eval_texts: Vec<String>,
+    /// Examples scored for the adapter's rank: the rendered text and the byte offset of the reply.
+    scored: Vec<(String, usize)>,
     out: PathBuf,
+    keep_model: Option<PathBuf>,
+    /// A model fine-tuned earlier: no training, its adapter only.
+    tuned: Option<PathBuf>,
+    ranks: Vec<usize>,
+    rank_tolerance: f64,
     work_dir: PathBuf,
     layers: Option<usize>,
     learning_rate: f32,
@@ -106,22 +149,35 @@ struct Job {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct FineTuned {
-    /// The fine-tuned model (F32 GGUF).
-    pub model: PathBuf,
-    /// The last epoch's training loss.
+    /// The LoRA adapter (GGUF), for [`LlamaModelBuilder::adapter`](crate::model::LlamaModelBuilder::adapter) on
+    /// the base model it was trained from.
+    pub adapter: PathBuf,
+    /// The adapter's rank.
+    pub rank: usize,
+    /// The adapter's size in bytes.
+    pub adapter_bytes: u64,
+    /// Each candidate rank's held-out loss (mean per reply token, on the quantized base), rank 0 being the base
+    /// alone.
+    pub rank_losses: Vec<(usize, f64)>,
+    /// The full fine-tuned model (F32 GGUF), if [`FineTune::keep_model`] asked for it.
+    pub model: Option<PathBuf>,
+    /// The last epoch's training loss (over every token of the windows).
     pub loss: Option<f64>,
-    /// The held-out loss after the last epoch.
+    /// The held-out windows' loss after the last epoch.
     pub eval_loss: Option<f64>,
     /// Training examples.
     pub examples: usize,
-    /// Wall time of the child, in seconds.
+    /// Wall time of the child, in seconds (training, factoring and scoring).
     pub seconds: f64,
+    /// The child's peak resident memory, where the system reports it.
+    pub peak_memory_bytes: Option<u64>,
 }
 
 impl FineTuned {
-    /// A model fine-tuned earlier, to evaluate (no losses or timing known).
-    pub fn evaluated(model: impl Into<PathBuf>) -> Self {
-        Self { model: model.into(), loss: None, eval_loss: None, examples: 0, seconds: 0.0 }
+    /// The held-out loss of the chosen adapter and of the base alone, if they were scored.
+    pub fn adapter_loss(&self) -> Option<(f64, f64)> {
+        let of = |rank: usize| self.rank_losses.iter().find(|(r, _)| *r == rank).map(|(_, l)| *l);
+        Some((of(self.rank)?, of(0)?))
     }
 }
 
@@ -133,6 +189,10 @@ pub struct FineTune {
     train: Option<PathBuf>,
     eval: Option<PathBuf>,
     out: Option<PathBuf>,
+    keep_model: Option<PathBuf>,
+    tuned: Option<PathBuf>,
+    ranks: Vec<usize>,
+    rank_tolerance: f64,
     layers: Option<usize>,
     learning_rate: f32,
     epochs: usize,
@@ -151,6 +211,10 @@ impl FineTune {
             train: None,
             eval: None,
             out: None,
+            keep_model: None,
+            tuned: None,
+            ranks: vec![4, 8, 16, 32, 64],
+            rank_tolerance: 0.05,
             layers: None,
             learning_rate: 5e-5,
             epochs: 1,
@@ -174,9 +238,40 @@ impl FineTune {
         self
     }
 
-    /// Where the fine-tuned model is written (default: beside the training file, `finetuned-f32.gguf`).
+    /// Where the LoRA adapter is written (default: beside the training file, `adapter.gguf`).
     pub fn out(mut self, path: impl AsRef<Path>) -> Self {
         self.out = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Also keeps the full fine-tuned model, as an F32 GGUF at `path` (about 4 bytes a parameter). Never
+    /// quantize it to 4 bits: the updates are smaller than a Q4 step and vanish (docs/finetune.md).
+    pub fn keep_model(mut self, path: impl AsRef<Path>) -> Self {
+        self.keep_model = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Skips training: makes the adapter from `model`, a fine-tune of the same base done earlier (an F32 GGUF,
+    /// as [`keep_model`](Self::keep_model) writes, or from another trainer, converted to F32 GGUF). The training
+    /// and held-out files still choose the rank.
+    pub fn from_tuned(mut self, model: impl AsRef<Path>) -> Self {
+        self.tuned = Some(model.as_ref().to_owned());
+        self
+    }
+
+    /// The adapter ranks to try (default 4, 8, 16, 32, 64). Each is scored by its held-out loss; the smallest
+    /// within the [tolerance](Self::rank_tolerance) of the best is kept.
+    pub fn ranks(mut self, ranks: impl IntoIterator<Item = usize>) -> Self {
+        self.ranks = ranks.into_iter().collect();
+        self.ranks.sort_unstable();
+        self.ranks.dedup();
+        self
+    }
+
+    /// How much higher than the best rank's held-out loss a smaller rank's may be and still be chosen, as a
+    /// fraction (default 0.05): the smallest rank with loss ≤ best × (1 + tolerance) wins. 0 takes the best.
+    pub fn rank_tolerance(mut self, tolerance: f64) -> Self {
+        self.rank_tolerance = tolerance;
         self
     }
 
@@ -260,6 +355,12 @@ impl FineTune {
         if self.layers == Some(0) {
             return bad("last_layers", "0 layers would train nothing".into());
         }
+        if self.ranks.is_empty() || self.ranks.iter().any(|r| !(1..=1024).contains(r)) {
+            return bad("ranks", format!("{:?}: at least one, each in 1..=1024", self.ranks));
+        }
+        if !(0.0..=1.0).contains(&self.rank_tolerance) {
+            return bad("rank_tolerance", format!("{} is not in [0, 1]", self.rank_tolerance));
+        }
         Ok(())
     }
 
@@ -284,23 +385,33 @@ impl FineTune {
             .as_ref()
             .ok_or_else(|| Error::InvalidSetting { setting: "train", reason: "a training file is needed".into() })?;
         let renderer = LlamaModel::builder(&self.base).threads(1).lanes(1).slots(1).load()?;
-        let texts = render_file(&renderer, train, self.calls_only)?;
-        let eval_texts = match &self.eval {
+        let rendered = render_file(&renderer, train, self.calls_only)?;
+        let eval_rendered = match &self.eval {
             Some(path) => render_file(&renderer, path, self.calls_only)?,
             None => Vec::new(),
         };
         drop(renderer);
-        progress(&Progress::Rendered { train: texts.len(), eval: eval_texts.len() });
-        let out =
-            self.out.clone().unwrap_or_else(|| train.parent().unwrap_or(Path::new(".")).join("finetuned-f32.gguf"));
+        progress(&Progress::Rendered { train: rendered.len(), eval: eval_rendered.len() });
+        // The adapter's rank is chosen on the held-out examples, or on training examples without them.
+        let scored: Vec<(String, usize)> = if eval_rendered.is_empty() { &rendered } else { &eval_rendered }
+            .iter()
+            .take(MAX_SCORED)
+            .cloned()
+            .collect();
+        let out = self.out.clone().unwrap_or_else(|| train.parent().unwrap_or(Path::new(".")).join("adapter.gguf"));
         let work_dir = std::env::temp_dir().join(format!("slm-finetune-{}", std::process::id()));
         std::fs::create_dir_all(&work_dir).map_err(|source| Error::Export { path: work_dir.clone(), source })?;
-        let examples = texts.len();
+        let examples = rendered.len();
         let job = Job {
             base: self.base.clone(),
-            texts,
-            eval_texts,
+            texts: rendered.into_iter().map(|(text, _)| text).collect(),
+            eval_texts: eval_rendered.into_iter().map(|(text, _)| text).collect(),
+            scored,
             out: out.clone(),
+            keep_model: self.keep_model.clone(),
+            tuned: self.tuned.clone(),
+            ranks: self.ranks.clone(),
+            rank_tolerance: self.rank_tolerance,
             work_dir: work_dir.clone(),
             layers: self.layers,
             learning_rate: self.learning_rate,
@@ -313,19 +424,45 @@ impl FineTune {
             .map_err(|source| Error::Export { path: job_path.clone(), source })?;
         let result = run_child(self.program.as_deref(), &job_path, &mut progress, cancel);
         let _ = std::fs::remove_dir_all(&work_dir);
-        let (loss, eval_loss, seconds) = result?;
-        Ok(FineTuned { model: out, loss, eval_loss, examples, seconds })
+        let report = result?;
+        let (rank, adapter_bytes) = report.adapter.ok_or_else(|| Error::Training {
+            reason: "the training process ended without writing an adapter".into(),
+        })?;
+        Ok(FineTuned {
+            adapter: out,
+            rank,
+            adapter_bytes,
+            rank_losses: report.rank_losses,
+            model: self.keep_model.clone(),
+            loss: report.loss,
+            eval_loss: report.eval_loss,
+            examples,
+            seconds: report.seconds,
+            peak_memory_bytes: report.peak_memory_bytes,
+        })
     }
 }
 
-type Losses = (Option<f64>, Option<f64>, f64);
+/// At most this many examples score each candidate rank.
+const MAX_SCORED: usize = 48;
+
+/// What the parent gathers from the child's progress.
+#[derive(Default)]
+struct ChildReport {
+    loss: Option<f64>,
+    eval_loss: Option<f64>,
+    rank_losses: Vec<(usize, f64)>,
+    adapter: Option<(usize, u64)>,
+    peak_memory_bytes: Option<u64>,
+    seconds: f64,
+}
 
 fn run_child(
     program: Option<&Path>,
     job: &Path,
     progress: &mut dyn FnMut(&Progress),
     cancel: &AtomicBool,
-) -> Result<Losses> {
+) -> Result<ChildReport> {
     let training = |reason: String| Error::Training { reason };
     let program = match program {
         Some(p) => p.to_owned(),
@@ -347,15 +484,21 @@ fn run_child(
         }
         text
     });
-    let (mut loss, mut eval_loss) = (None, None);
+    let mut report = ChildReport::default();
     let mut cancelled = false;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Ok(p) = serde_json::from_str::<Progress>(&line) {
-                if let Progress::Epoch { loss: l, eval_loss: e, .. } = &p {
-                    loss = Some(*l);
-                    eval_loss = *e;
+                match &p {
+                    Progress::Epoch { loss, eval_loss, .. } => {
+                        report.loss = Some(*loss);
+                        report.eval_loss = *eval_loss;
+                    }
+                    Progress::Rank { rank, loss, .. } => report.rank_losses.push((*rank, *loss)),
+                    Progress::Adapter { rank, bytes, .. } => report.adapter = Some((*rank, *bytes)),
+                    Progress::Done { peak_memory_bytes } => report.peak_memory_bytes = *peak_memory_bytes,
+                    _ => {}
                 }
                 progress(&p);
             }
@@ -383,7 +526,8 @@ fn run_child(
             });
         return Err(training(format!("the training process ended with {status}: {verdict}")));
     }
-    Ok((loss, eval_loss, started.elapsed().as_secs_f64()))
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 /// If this process was started as a training child (by [`FineTune::run`]), does the job and returns the exit
@@ -397,7 +541,11 @@ pub fn serve_child() -> Option<i32> {
             return Some(2);
         }
     };
-    match native::train(&job) {
+    #[cfg(feature = "train")]
+    let done = native::train(&job);
+    #[cfg(not(feature = "train"))]
+    let done: std::result::Result<(), String> = Err("this build has no `train` feature".into());
+    match done {
         Ok(()) => Some(0),
         Err(reason) => {
             eprintln!("slm-agents training child: {reason}");
@@ -477,8 +625,8 @@ fn tools_of(example: &Value) -> Vec<ToolSpec> {
 }
 
 /// Renders every line of a chat-examples file ([`render_example`]), the specialist's system prompt built once
-/// per set of tools.
-fn render_file(model: &LlamaModel, path: &Path, calls_only: bool) -> Result<Vec<String>> {
+/// per set of tools: each text with the byte offset where its reply starts.
+fn render_file(model: &LlamaModel, path: &Path, calls_only: bool) -> Result<Vec<(String, usize)>> {
     let mut prompts: HashMap<String, String> = HashMap::new();
     let mut out = Vec::new();
     for (_, value) in read_examples(path)? {
@@ -528,11 +676,11 @@ fn system_prompt(model: &LlamaModel, tools: &[ToolSpec]) -> Result<String> {
 pub fn render_example(model: &LlamaModel, example: &Value) -> Result<String> {
     let tools = tools_of(example);
     let system = system_prompt(model, &tools)?;
-    render_with(model, example, &tools, system)
+    render_with(model, example, &tools, system).map(|(text, _)| text)
 }
 
-/// [`render_example`] with the example's tools and the system prompt at hand.
-fn render_with(model: &LlamaModel, example: &Value, tools: &[ToolSpec], system: String) -> Result<String> {
+/// [`render_example`] with the example's tools and the system prompt at hand; with the reply's byte offset.
+fn render_with(model: &LlamaModel, example: &Value, tools: &[ToolSpec], system: String) -> Result<(String, usize)> {
     let messages = example["messages"]
         .as_array()
         .filter(|m| !m.is_empty())
@@ -556,7 +704,7 @@ fn render_with(model: &LlamaModel, example: &Value, tools: &[ToolSpec], system: 
         Some(i) => &after[..=i],
         None => after,
     };
-    Ok(format!("{prompt}{}{end}", reply(last, tools)))
+    Ok((format!("{prompt}{}{end}", reply(last, tools)), prompt.len()))
 }
 
 /// An assistant message in the specialist's reply format.

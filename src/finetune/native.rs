@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use llama_cpp_sys_2 as sys;
 
-use super::{Job, Progress};
+use super::{lora, Job, Progress};
 
 /// The epoch being trained, for the callbacks (they have no user-data pointer).
 static EPOCH: AtomicUsize = AtomicUsize::new(0);
@@ -116,6 +116,11 @@ pub(super) fn train(job: &Job) -> Result<(), String> {
         if sys::llama_model_quantize(base.as_ptr(), f32c.as_ptr(), &qp) != 0 {
             return Err(format!("cannot convert {} to F32", job.base.display()));
         }
+        if let Some(tuned) = &job.tuned {
+            let result = finish(job, &f32_path, tuned);
+            let _ = std::fs::remove_file(&f32_path);
+            return result;
+        }
         let mut mp = sys::llama_model_default_params();
         mp.load_mode = sys::LLAMA_LOAD_MODE_NONE;
         let model = sys::llama_model_load_from_file(f32c.as_ptr(), mp);
@@ -217,10 +222,158 @@ pub(super) fn train(job: &Job) -> Result<(), String> {
         sys::llama_free(ctx);
         sys::ggml_opt_dataset_free(dataset);
         sys::llama_model_free(model);
+        let result = finish(job, &f32_path, &saved);
         let _ = std::fs::remove_file(&f32_path);
-        let repaired = repair_metadata(&job.base, &saved, &job.out);
         let _ = std::fs::remove_file(&saved);
-        repaired
+        result
+    }
+}
+
+/// After training: the F32 model kept if asked, the adapter factored, each candidate rank scored on the
+/// held-out examples, the chosen one written to `job.out`.
+fn finish(job: &Job, base_f32: &Path, saved: &Path) -> Result<(), String> {
+    if let Some(keep) = &job.keep_model {
+        repair_metadata(&job.base, saved, keep)?;
+    }
+    let max_rank = job.ranks.iter().copied().max().unwrap_or(0);
+    let (arch, factors) =
+        lora::differences(base_f32, saved, max_rank, |done, total| emit(&Progress::Factoring { done, total }))?;
+    if factors.is_empty() {
+        return Err("training changed no weight: there is no adapter to make".into());
+    }
+    let mut candidates = Vec::new();
+    for &rank in &job.ranks {
+        let path = job.work_dir.join(format!("adapter-r{rank}.gguf"));
+        let bytes = lora::write_adapter(&path, &arch, &factors, rank)?;
+        candidates.push((rank, path, bytes, lora::kept_share(&factors, rank)));
+    }
+    drop(factors);
+    let paths: Vec<&Path> = candidates.iter().map(|(_, p, _, _)| p.as_path()).collect();
+    let losses = score(&job.base, &paths, &job.scored, job.threads)?;
+    let base_loss = losses[0];
+    emit(&Progress::Rank { rank: 0, loss: base_loss, kept: 0.0 });
+    let scored: Vec<(usize, f64)> = candidates.iter().map(|(r, ..)| *r).zip(losses[1..].iter().copied()).collect();
+    for ((_, _, _, kept), (rank, loss)) in candidates.iter().zip(&scored) {
+        emit(&Progress::Rank { rank: *rank, loss: *loss, kept: *kept });
+    }
+    let chosen = choose_rank(&scored, job.rank_tolerance);
+    let index = scored.iter().position(|(r, _)| *r == chosen).ok_or("no rank was chosen")?;
+    let (rank, path, bytes, _) = &candidates[index];
+    std::fs::copy(path, &job.out).map_err(|e| format!("cannot write {}: {e}", job.out.display()))?;
+    for (_, p, _, _) in &candidates {
+        let _ = std::fs::remove_file(p);
+    }
+    emit(&Progress::Adapter { rank: *rank, bytes: *bytes, loss: scored[index].1, base_loss });
+    emit(&Progress::Done { peak_memory_bytes: peak_memory() });
+    Ok(())
+}
+
+/// The smallest rank whose held-out loss is within `tolerance` of the best: loss ≤ best × (1 + tolerance).
+/// `ranks` holds (rank, loss) pairs.
+pub(super) fn choose_rank(ranks: &[(usize, f64)], tolerance: f64) -> usize {
+    let finite = ranks.iter().filter(|(_, l)| l.is_finite());
+    let Some(best) = finite.clone().map(|(_, l)| *l).min_by(f64::total_cmp) else {
+        return ranks.iter().map(|(r, _)| *r).max().unwrap_or(0);
+    };
+    let mut ok: Vec<usize> = finite.filter(|(_, l)| *l <= best * (1.0 + tolerance)).map(|(r, _)| *r).collect();
+    ok.sort_unstable();
+    ok[0]
+}
+
+/// The peak resident memory of this process (Linux's `VmHWM`), in bytes.
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The mean loss (negative log-likelihood per token) of each example's reply, on the base model alone and with
+/// each adapter: `[base, adapters...]`. An example is (text, byte offset where the reply starts).
+fn score(base: &Path, adapters: &[&Path], examples: &[(String, usize)], threads: usize) -> Result<Vec<f64>, String> {
+    let base_c = cstring(base)?;
+    // SAFETY: the model outlives the adapters (freed with it) and the context; the batch holds `cap` tokens and
+    // is filled with at most that many; logits are read only for positions that asked for them.
+    unsafe {
+        let model = sys::llama_model_load_from_file(base_c.as_ptr(), sys::llama_model_default_params());
+        if model.is_null() {
+            return Err(format!("cannot load {}", base.display()));
+        }
+        let mut loaded = Vec::new();
+        for path in adapters {
+            let c = cstring(path)?;
+            let a = sys::llama_adapter_lora_init(model, c.as_ptr());
+            if a.is_null() {
+                sys::llama_model_free(model);
+                return Err(format!("llama.cpp refused the adapter {}", path.display()));
+            }
+            loaded.push(a);
+        }
+        let vocab = sys::llama_model_get_vocab(model);
+        let n_vocab = sys::llama_vocab_n_tokens(vocab).max(0) as usize;
+        let tokenized: Vec<(Vec<i32>, usize)> = examples
+            .iter()
+            .map(|(text, at)| (tokenize(vocab, text), tokenize(vocab, &text[..*at]).len()))
+            .filter(|(t, n)| *n >= 1 && t.len() > *n)
+            .collect();
+        if tokenized.is_empty() {
+            sys::llama_model_free(model);
+            return Err("no example to score the adapter on".into());
+        }
+        let longest = tokenized.iter().map(|(t, _)| t.len()).max().unwrap_or(1);
+        let cap = longest.div_ceil(256) * 256;
+        let mut cp = sys::llama_context_default_params();
+        cp.n_ctx = cap as u32;
+        cp.n_batch = cap as u32;
+        cp.n_ubatch = cap.min(512) as u32;
+        cp.n_seq_max = 1;
+        cp.n_threads = threads as i32;
+        cp.n_threads_batch = threads as i32;
+        let ctx = sys::llama_init_from_model(model, cp);
+        if ctx.is_null() {
+            sys::llama_model_free(model);
+            return Err("cannot create the scoring context".into());
+        }
+        let mut batch = sys::llama_batch_init(cap as i32, 0, 1);
+        let mut losses = Vec::new();
+        let mut failed = None;
+        'candidates: for which in 0..=loaded.len() {
+            let (mut one, mut scale) = (if which > 0 { loaded[which - 1] } else { std::ptr::null_mut() }, 1.0f32);
+            let n = usize::from(which > 0);
+            sys::llama_set_adapters_lora(ctx, &mut one, n, &mut scale);
+            let (mut nll, mut count) = (0f64, 0usize);
+            for (tokens, n_prompt) in &tokenized {
+                sys::llama_memory_clear(sys::llama_get_memory(ctx), true);
+                for (i, &tok) in tokens.iter().enumerate() {
+                    *batch.token.add(i) = tok;
+                    *batch.pos.add(i) = i as i32;
+                    *batch.n_seq_id.add(i) = 1;
+                    **batch.seq_id.add(i) = 0;
+                    *batch.logits.add(i) = i8::from(i + 1 >= *n_prompt && i + 1 < tokens.len());
+                }
+                batch.n_tokens = tokens.len() as i32;
+                if sys::llama_decode(ctx, batch) != 0 {
+                    failed = Some("llama.cpp could not score an example".to_owned());
+                    break 'candidates;
+                }
+                for i in n_prompt - 1..tokens.len() - 1 {
+                    let logits = std::slice::from_raw_parts(sys::llama_get_logits_ith(ctx, i as i32), n_vocab);
+                    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f64 = logits.iter().map(|l| f64::from(l - max).exp()).sum();
+                    let target = tokens[i + 1] as usize;
+                    nll += sum.ln() - f64::from(logits[target] - max);
+                    count += 1;
+                }
+            }
+            losses.push(nll / count.max(1) as f64);
+        }
+        sys::llama_batch_free(batch);
+        sys::llama_free(ctx);
+        sys::llama_model_free(model);
+        match failed {
+            Some(reason) => Err(reason),
+            None => Ok(losses),
+        }
     }
 }
 
@@ -263,5 +416,20 @@ fn repair_metadata(original: &Path, saved: &Path, out: &Path) -> Result<(), Stri
         } else {
             Err(format!("cannot write {}", out.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_rank;
+
+    #[test]
+    fn the_smallest_rank_near_the_best_loss_is_chosen() {
+        // The weather cluster's figures (docs/finetune.md).
+        let ranks = [(16, 0.269), (32, 0.164), (64, 0.130), (128, 0.127)];
+        assert_eq!(choose_rank(&ranks, 0.05), 64);
+        assert_eq!(choose_rank(&ranks, 0.0), 128);
+        assert_eq!(choose_rank(&ranks, 1.0), 32);
+        assert_eq!(choose_rank(&[(8, f64::NAN), (16, 0.5)], 0.05), 16);
     }
 }

@@ -140,7 +140,7 @@ impl Recorder for JsonlLedger {
 }
 
 /// The kinds of [`RunEvent`] this version writes and reads.
-const EVENT_KINDS: [&str; 6] = ["ModelCall", "ToolCall", "Node", "Redaction", "Shadow", "Promotion"];
+const EVENT_KINDS: [&str; 7] = ["ModelCall", "ToolCall", "Node", "Redaction", "Shadow", "Promotion", "Evaluation"];
 
 /// Reads a JSON Lines ledger. Returns the records and how many lines were skipped: a torn last line (a
 /// process killed while writing it) is skipped with a warning, and an event of a kind this version does not

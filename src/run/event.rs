@@ -29,6 +29,8 @@ pub enum RunEvent {
     Shadow(ShadowEvent),
     /// A cluster's traffic was switched to its candidate, or back ([`distill::Shadowed`](crate::distill)).
     Promotion(PromotionEvent),
+    /// An evaluation finished: its figures ([`Evaluation::record_to`](crate::eval::Evaluation::record_to)).
+    Evaluation(EvaluationEvent),
 }
 
 impl RunEvent {
@@ -41,6 +43,7 @@ impl RunEvent {
             Self::Redaction(e) => &e.ids,
             Self::Shadow(e) => &e.ids,
             Self::Promotion(e) => &e.ids,
+            Self::Evaluation(e) => &e.ids,
         }
     }
 }
@@ -127,6 +130,34 @@ pub struct ShadowEvent {
     /// The shadow's error, if it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The figures of one evaluation: what was evaluated, on how many cases, how well. Its model calls are
+/// recorded beside it, one run per case (`<name>/<case id>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationEvent {
+    /// Where it happened (the run is the evaluation's name).
+    #[serde(flatten)]
+    pub ids: CallIds,
+    /// What was evaluated, as the caller named it ("base", "adapter r16").
+    pub name: String,
+    /// The model, as its calls name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Cases run.
+    pub cases: usize,
+    /// Cases scored correct.
+    pub correct: usize,
+    /// `correct / cases`.
+    pub accuracy: f64,
+    /// Cases whose turn failed.
+    pub errors: usize,
+    /// Mean latency of a case, in milliseconds.
+    pub latency_mean_ms: f64,
+    /// Prompt tokens, all cases.
+    pub prompt_tokens: usize,
+    /// Generated tokens, all cases.
+    pub completion_tokens: usize,
 }
 
 /// A routing decision of a cluster: its traffic switched to the candidate (promoted) or back (rolled back).

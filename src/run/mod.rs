@@ -14,7 +14,8 @@ mod recorder;
 
 pub use context::RunContext;
 pub use event::{
-    CallIds, ModelCallEvent, NodeEvent, Outcome, PromotionEvent, RedactionEvent, RunEvent, ShadowEvent, ToolCallEvent,
+    CallIds, EvaluationEvent, ModelCallEvent, NodeEvent, Outcome, PromotionEvent, RedactionEvent, RunEvent,
+    ShadowEvent, ToolCallEvent,
 };
 pub use gate::{ModelCall, Parsed};
 pub use recorder::{MemoryRecorder, Recorder};
