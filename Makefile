@@ -28,6 +28,7 @@ test: test-deps
 	$(CARGO) test --release
 	$(CARGO) test --release --features train --test finetune
 	$(CARGO) test --release --features train --lib finetune::
+	$(CARGO) test --release --features train --doc finetune
 	$(CARGO) test --release --no-default-features --features test-util --test compile_fail
 
 # Lints and docs, as a reviewer runs them; the build without the engine (no cmake, no libclang, no llama.cpp);

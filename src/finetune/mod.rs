@@ -17,7 +17,7 @@
 //!         .eval("export/cluster-4/test.jsonl")
 //!         .last_layers(4)
 //!         .run(|p: &Progress| eprintln!("{p:?}"))?;
-//!     println!("fine-tuned model: {}", tuned.model.display());
+//!     println!("adapter: {} (rank {})", tuned.adapter.display(), tuned.rank);
 //!     Ok(())
 //! }
 //! ```
