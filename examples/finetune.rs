@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release --features train --example finetune -- --train PATH --test PATH [--base MODEL]
 //!     [--out ADAPTER.gguf] [--layers N|all] [--lr X] [--epochs N] [--ranks 4,8,16] [--tolerance X] [--all-turns]
-//!     [--keep-model F32.gguf] [--from-tuned F32.gguf] [--adapter ADAPTER.gguf] [--ledger PATH]
+//!     [--max-matrices N] [--keep-model F32.gguf] [--from-tuned F32.gguf] [--adapter ADAPTER.gguf] [--ledger PATH]
 //! ```
 //!
 //! Without `--train`, it runs the conversion loop on the bundled workload and takes its largest tool cluster.
@@ -70,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, None, None);
     let mut tolerance: Option<f64> = None;
     let mut from_tuned: Option<String> = None;
+    let mut max_matrices: Option<usize> = None;
     let mut ledger_path = "target/finetune-data/eval-ledger.jsonl".to_owned();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -89,6 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--ranks" => ranks = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?),
             "--keep-model" => keep_model = Some(value()?),
             "--from-tuned" => from_tuned = Some(value()?),
+            "--max-matrices" => max_matrices = Some(value()?.parse()?),
             "--tolerance" => tolerance = Some(value()?.parse()?),
             "--adapter" => made = Some(value()?),
             "--ledger" => ledger_path = value()?,
@@ -118,6 +120,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(ranks) = ranks {
         tune = tune.ranks(ranks);
+    }
+    if let Some(n) = max_matrices {
+        tune = tune.max_matrices(n);
     }
     if let Some(path) = &from_tuned {
         tune = tune.from_tuned(path);

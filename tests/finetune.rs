@@ -90,6 +90,21 @@ fn a_short_run_makes_an_adapter_that_lowers_the_held_out_loss(dir: &std::path::P
     // The held-out calls become evaluation cases.
     let cases = finetune::test_cases(&test).unwrap();
     assert_eq!(cases.len(), 2);
+
+    // From the kept model, without training: an adapter of the same rank over 4 matrices only is smaller.
+    let fewer = FineTune::new(support::smollm2_path())
+        .train(&train)
+        .eval(&test)
+        .from_tuned(&full)
+        .out(dir.join("adapter-4.gguf"))
+        .ranks([tuned.rank])
+        .max_matrices(4)
+        .threads(2)
+        .run(|_| {})
+        .unwrap();
+    assert_eq!(fewer.rank, tuned.rank);
+    assert!(fewer.adapter_bytes < tuned.adapter_bytes / 2, "{fewer:?}");
+    assert!(fewer.loss.is_none(), "nothing was trained: {fewer:?}");
 }
 
 fn a_crash_in_training_is_an_error_and_the_host_goes_on(dir: &std::path::Path) {

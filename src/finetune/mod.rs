@@ -135,6 +135,7 @@ struct Job {
     keep_model: Option<PathBuf>,
     /// A model fine-tuned earlier: no training, its adapter only.
     tuned: Option<PathBuf>,
+    max_matrices: Option<usize>,
     ranks: Vec<usize>,
     rank_tolerance: f64,
     work_dir: PathBuf,
@@ -191,6 +192,7 @@ pub struct FineTune {
     out: Option<PathBuf>,
     keep_model: Option<PathBuf>,
     tuned: Option<PathBuf>,
+    max_matrices: Option<usize>,
     ranks: Vec<usize>,
     rank_tolerance: f64,
     layers: Option<usize>,
@@ -213,6 +215,7 @@ impl FineTune {
             out: None,
             keep_model: None,
             tuned: None,
+            max_matrices: None,
             ranks: vec![4, 8, 16, 32, 64],
             rank_tolerance: 0.05,
             layers: None,
@@ -256,6 +259,13 @@ impl FineTune {
     /// and held-out files still choose the rank.
     pub fn from_tuned(mut self, model: impl AsRef<Path>) -> Self {
         self.tuned = Some(model.as_ref().to_owned());
+        self
+    }
+
+    /// Adapts at most `n` weight matrices: those whose updates the adapter keeps most of. llama.cpp adds four
+    /// operations per adapted matrix to every token's graph, so fewer matrices decode faster (docs/finetune.md).
+    pub fn max_matrices(mut self, n: usize) -> Self {
+        self.max_matrices = Some(n);
         self
     }
 
@@ -358,6 +368,9 @@ impl FineTune {
         if self.ranks.is_empty() || self.ranks.iter().any(|r| !(1..=1024).contains(r)) {
             return bad("ranks", format!("{:?}: at least one, each in 1..=1024", self.ranks));
         }
+        if self.max_matrices == Some(0) {
+            return bad("max_matrices", "0 matrices would adapt nothing".into());
+        }
         if !(0.0..=1.0).contains(&self.rank_tolerance) {
             return bad("rank_tolerance", format!("{} is not in [0, 1]", self.rank_tolerance));
         }
@@ -410,6 +423,7 @@ impl FineTune {
             out: out.clone(),
             keep_model: self.keep_model.clone(),
             tuned: self.tuned.clone(),
+            max_matrices: self.max_matrices,
             ranks: self.ranks.clone(),
             rank_tolerance: self.rank_tolerance,
             work_dir: work_dir.clone(),

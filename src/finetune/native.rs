@@ -236,10 +236,15 @@ fn finish(job: &Job, base_f32: &Path, saved: &Path) -> Result<(), String> {
         repair_metadata(&job.base, saved, keep)?;
     }
     let max_rank = job.ranks.iter().copied().max().unwrap_or(0);
-    let (arch, factors) =
+    let (arch, mut factors) =
         lora::differences(base_f32, saved, max_rank, |done, total| emit(&Progress::Factoring { done, total }))?;
     if factors.is_empty() {
         return Err("training changed no weight: there is no adapter to make".into());
+    }
+    if let Some(n) = job.max_matrices {
+        // The matrices whose updates the largest rank keeps most of.
+        factors.sort_by(|a, b| b.kept.last().unwrap_or(&0.0).total_cmp(a.kept.last().unwrap_or(&0.0)));
+        factors.truncate(n.max(1));
     }
     let mut candidates = Vec::new();
     for &rank in &job.ranks {
