@@ -378,6 +378,18 @@ impl<O: Clone + Send + Sync + 'static> Agent for Team<O> {
     }
 
     async fn run(&self, request: String, ctx: &RunContext) -> Result<O> {
+        use tracing::Instrument;
+        let span = crate::run::spans::invoke_agent(ctx, &self.name);
+        let result = self.run_team(request, ctx).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            crate::run::spans::failed(&span, e);
+        }
+        result
+    }
+}
+
+impl<O: Clone + Send + Sync + 'static> Team<O> {
+    async fn run_team(&self, request: String, ctx: &RunContext) -> Result<O> {
         let plan = match self.plan(&request, ctx).await {
             Ok(plan) => plan,
             Err(e) if e.is_invalid_output() => {

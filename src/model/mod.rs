@@ -65,6 +65,17 @@ pub trait LanguageModel: Send + Sync {
         false
     }
 
+    /// Who runs the model, as the OpenTelemetry GenAI conventions' `gen_ai.provider.name` puts it on the
+    /// model's spans: `llama.cpp` for `LlamaModel`, `openai` for an OpenAI-compatible `RemoteModel`. The
+    /// default says `openai` for a remote model and `local` otherwise.
+    fn provider(&self) -> &str {
+        if self.is_remote() {
+            "openai"
+        } else {
+            "local"
+        }
+    }
+
     /// Generates a full completion.
     ///
     /// Dropping the returned future cancels the generation.
@@ -87,6 +98,9 @@ impl<M: LanguageModel + ?Sized> LanguageModel for std::sync::Arc<M> {
     }
     fn is_remote(&self) -> bool {
         (**self).is_remote()
+    }
+    fn provider(&self) -> &str {
+        (**self).provider()
     }
     async fn complete(&self, request: Request) -> Result<Completion> {
         (**self).complete(request).await

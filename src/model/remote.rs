@@ -1140,6 +1140,10 @@ impl LanguageModel for RemoteModel {
         true
     }
 
+    fn provider(&self) -> &str {
+        "openai"
+    }
+
     async fn complete(&self, mut request: Request) -> Result<Completion> {
         request.sampling.check()?;
         let redaction = guard(&self.inner, &mut request)?;

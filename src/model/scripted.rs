@@ -61,6 +61,10 @@ impl LanguageModel for ScriptedModel {
         "scripted"
     }
 
+    fn provider(&self) -> &str {
+        "scripted"
+    }
+
     async fn complete(&self, request: Request) -> Result<Completion> {
         self.next(request)
     }

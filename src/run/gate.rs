@@ -14,7 +14,7 @@ use std::time::Instant;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
-use super::{CallIds, ModelCallEvent, Outcome, RedactionEvent, RunContext, RunEvent};
+use super::{spans, CallIds, ModelCallEvent, Outcome, RedactionEvent, RunContext, RunEvent};
 use crate::model::{Completion, Constraint, LanguageModel, Message, Prompt, Request, TokenStream};
 use crate::privacy::Redaction;
 use crate::structured::OutputSchema;
@@ -126,11 +126,19 @@ impl<'a> ModelCall<'a> {
         request: Request,
         read: impl FnOnce(&Completion) -> Result<Parsed<T>>,
     ) -> Result<(Completion, T)> {
-        let (record, request) = self.start(request);
+        use tracing::Instrument;
+        let span = spans::chat(self.ctx, self.model, &self.caller);
+        let (record, request) = span.in_scope(|| self.start(request));
         let result = match request {
-            Ok((request, redaction)) => self.model.complete(request).await.map(|c| c.restored(redaction.as_ref())),
+            Ok((request, redaction)) => {
+                self.model.complete(request).instrument(span.clone()).await.map(|c| c.restored(redaction.as_ref()))
+            }
             Err(e) => Err(e),
         };
+        match &result {
+            Ok(c) => spans::finished(&span, c),
+            Err(e) => spans::failed(&span, e),
+        }
         let (outcome, tool_calls, valid, value) = match &result {
             Ok(completion) => match read(completion) {
                 Ok(parsed) => (Outcome::Succeeded, parsed.tool_calls, parsed.schema_valid, Ok(parsed.value)),
@@ -148,9 +156,10 @@ impl<'a> ModelCall<'a> {
 
     /// Streams the call; it is recorded when the stream ends (or is dropped, as a failed call).
     pub fn stream(self, request: Request) -> TokenStream {
-        let (record, request) = self.start(request);
+        let span = spans::chat(self.ctx, self.model, &self.caller);
+        let (record, request) = span.in_scope(|| self.start(request));
         let (stream, redaction) = match request {
-            Ok((request, redaction)) => (self.model.stream(request), redaction),
+            Ok((request, redaction)) => (span.in_scope(|| self.model.stream(request)), redaction),
             Err(e) => (TokenStream::failed(e), None),
         };
         let ctx = self.ctx.clone();
@@ -160,12 +169,22 @@ impl<'a> ModelCall<'a> {
             Some(r) => stream.map_completion(move |c| c.restored(Some(&r))),
             None => stream,
         };
+        // The span lives until the stream ends: its usage is known then.
         stream.on_end(move |end| {
             use crate::model::StreamEnd;
             match end {
-                StreamEnd::Finished(c) => record.finish(&ctx, Some(c), Outcome::Succeeded, Vec::new(), None),
-                StreamEnd::Failed(e) => record.finish(&ctx, None, Outcome::failed(e.to_string()), Vec::new(), None),
-                StreamEnd::Dropped => record.finish(&ctx, None, Outcome::failed("cancelled"), Vec::new(), None),
+                StreamEnd::Finished(c) => {
+                    spans::finished(&span, c);
+                    record.finish(&ctx, Some(c), Outcome::Succeeded, Vec::new(), None)
+                }
+                StreamEnd::Failed(e) => {
+                    spans::failed(&span, e);
+                    record.finish(&ctx, None, Outcome::failed(e.to_string()), Vec::new(), None)
+                }
+                StreamEnd::Dropped => {
+                    spans::failed_as(&span, "cancelled");
+                    record.finish(&ctx, None, Outcome::failed("cancelled"), Vec::new(), None)
+                }
             }
         })
     }
@@ -193,6 +212,16 @@ impl<'a> ModelCall<'a> {
     /// # Errors
     /// [`Error::PrivacyViolation`], or any error of the model.
     pub async fn embed(self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        use tracing::Instrument;
+        let span = spans::embeddings(self.ctx, self.model);
+        let result = self.embed_unspanned(texts).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            spans::failed(&span, e);
+        }
+        result
+    }
+
+    async fn embed_unspanned(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         if !self.model.is_remote() {
             return self.model.embed(texts).await;
         }

@@ -6,11 +6,20 @@
 //! latency, whether it was escalated and why, and which personal data was redacted. Hosts plug in a
 //! [`Recorder`]; [`MemoryRecorder`] keeps the events in memory and
 //! [`JsonlLedger`](crate::ledger::JsonlLedger) appends them to a file.
+//!
+//! The same calls are also `tracing` spans after the OpenTelemetry semantic conventions for generative AI:
+//! `invoke_agent {name}` for a specialist's run, `chat {model}` and `embeddings {model}` for model calls,
+//! `execute_tool {tool}` for tool calls, nested as the run nests, with `gen_ai.operation.name`,
+//! `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.usage.input_tokens` / `output_tokens`,
+//! `gen_ai.response.finish_reasons`, `gen_ai.tool.name`, `gen_ai.agent.name`, `gen_ai.conversation.id` (the
+//! run's id) and `error.type`. The exported span name is in `otel.name`, as tracing-opentelemetry expects. See
+//! docs/ledger.md for sending them to an OpenTelemetry collector.
 
 mod context;
 mod event;
 mod gate;
 mod recorder;
+pub(crate) mod spans;
 
 pub use context::RunContext;
 pub use event::{

@@ -799,10 +799,18 @@ where
 
     /// Runs one call and records it; the result as the model is shown it.
     async fn run_call(&self, call: &ToolCall, ctx: &RunContext) -> Result<Value, ToolError> {
+        use tracing::Instrument;
         let ids = ctx.ids();
         let started = Instant::now();
-        let result =
-            self.call_tool(&call.tool, call.arguments.clone()).await.map(|out| self.shown_result(&call.tool, out));
+        let span = crate::run::spans::execute_tool(ctx, &call.tool);
+        let result = self
+            .call_tool(&call.tool, call.arguments.clone())
+            .instrument(span.clone())
+            .await
+            .map(|out| self.shown_result(&call.tool, out));
+        if let Err(e) = &result {
+            crate::run::spans::tool_failed(&span, e);
+        }
         ctx.record(RunEvent::ToolCall(ToolCallEvent {
             ids,
             specialist: self.card_name().to_owned(),
@@ -921,11 +929,15 @@ where
 
     async fn run(&self, input: I, ctx: &RunContext) -> Result<O> {
         use tracing::Instrument;
-        let span = tracing::debug_span!("specialist", name = %self.card.name);
-        match self.run_loop(input, ctx).instrument(span).await {
+        let span = crate::run::spans::invoke_agent(ctx, &self.card.name);
+        let result = match self.run_loop(input, ctx).instrument(span.clone()).await {
             Ok(out) => Ok(out),
             Err(e @ (Error::Tool { .. } | Error::MaxSteps { .. } | Error::Specialist { .. })) => Err(e),
             Err(e) => Err(self.in_specialist(e)),
+        };
+        if let Err(e) = &result {
+            crate::run::spans::failed(&span, e);
         }
+        result
     }
 }

@@ -172,6 +172,10 @@ impl LanguageModel for LlamaModel {
         self.core.name()
     }
 
+    fn provider(&self) -> &str {
+        "llama.cpp"
+    }
+
     async fn complete(&self, request: Request) -> Result<Completion> {
         self.core.complete(request).await
     }
