@@ -7,29 +7,32 @@
 //! No async runtime is needed: the model runs on its own worker thread, and `futures::executor::block_on`
 //! is enough to drive the stream.
 
+use clap::Parser;
 use std::io::Write;
 
 use futures::StreamExt;
 use slm_agents::prelude::*;
 
+const DEFAULT_PROMPT: &str = "In two sentences, why do small language models suit on-device assistants?";
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// The example's options.
+#[derive(Parser)]
+#[command(about = "Streams a chat answer from a local model to stdout.")]
+struct Args {
+    /// The GGUF model to run.
+    #[arg(long, env = "SLM_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// CPU threads (default: the engine's choice).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The prompt.
+    #[arg(default_value = DEFAULT_PROMPT)]
+    prompt: String,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut model_path = DEFAULT_MODEL.to_owned();
-    let mut threads = None;
-    let mut prompt = "In two sentences, why do small language models suit on-device assistants?".to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--model" => model_path = args.next().ok_or("--model needs a path")?,
-            "--threads" => threads = Some(args.next().ok_or("--threads needs a number")?.parse()?),
-            "-h" | "--help" => {
-                eprintln!("usage: 01_hello [--model PATH] [--threads N] [PROMPT]");
-                return Ok(());
-            }
-            _ => prompt = arg,
-        }
-    }
+    let Args { model: model_path, threads, prompt } = Args::parse();
 
     let mut builder = LlamaModel::builder(&model_path);
     if let Some(t) = threads {

@@ -7,6 +7,7 @@
 //! The model's output is constrained by a grammar built from `MeetingRequest`'s JSON Schema, then validated
 //! and deserialized, so what is printed is always one well-formed `MeetingRequest`.
 
+use clap::Parser;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use slm_agents::prelude::*;
@@ -34,22 +35,23 @@ struct MeetingRequest {
     attendees: Vec<String>,
 }
 
+/// The example's options.
+#[derive(Parser)]
+#[command(about = "Turns a sentence into a typed `MeetingRequest`: the seed's calendar request.")]
+struct Args {
+    /// The GGUF model to run.
+    #[arg(long, env = "SLM_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// CPU threads (default: the engine's choice).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The sentence to read a meeting request from.
+    #[arg(default_value = DEFAULT_SENTENCE)]
+    sentence: String,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut model_path = DEFAULT_MODEL.to_owned();
-    let mut threads = None;
-    let mut sentence = DEFAULT_SENTENCE.to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--model" => model_path = args.next().ok_or("--model needs a path")?,
-            "--threads" => threads = Some(args.next().ok_or("--threads needs a number")?.parse()?),
-            "-h" | "--help" => {
-                eprintln!("usage: 02_typed_output [--model PATH] [--threads N] [SENTENCE]");
-                return Ok(());
-            }
-            _ => sentence = arg,
-        }
-    }
+    let Args { model: model_path, threads, sentence } = Args::parse();
 
     let mut builder = LlamaModel::builder(&model_path);
     if let Some(t) = threads {

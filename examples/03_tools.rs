@@ -7,6 +7,7 @@
 //! Each model turn is decoded under one grammar: either a call of `search_flights` with arguments that match
 //! its schema, or the final `FlightAnswer`. The tool reads `examples/data/flights.json` (made-up data).
 
+use clap::Parser;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -116,22 +117,23 @@ struct FlightAnswer {
     price_eur: u32,
 }
 
+/// The example's options.
+#[derive(Parser)]
+#[command(about = "A flights specialist with a `search_flights` tool over a small bundled data file.")]
+struct Args {
+    /// The GGUF model to run.
+    #[arg(long, env = "SLM_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// CPU threads (default: the engine's choice).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The task for the flights specialist.
+    #[arg(default_value = DEFAULT_TASK)]
+    task: String,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut model_path = DEFAULT_MODEL.to_owned();
-    let mut threads = None;
-    let mut task = DEFAULT_TASK.to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--model" => model_path = args.next().ok_or("--model needs a path")?,
-            "--threads" => threads = Some(args.next().ok_or("--threads needs a number")?.parse()?),
-            "-h" | "--help" => {
-                eprintln!("usage: 03_tools [--model PATH] [--threads N] [TASK]");
-                return Ok(());
-            }
-            _ => task = arg,
-        }
-    }
+    let Args { model: model_path, threads, task } = Args::parse();
 
     let data_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/flights.json");
     let data: FlightData = serde_json::from_str(&std::fs::read_to_string(&data_path)?)?;

@@ -7,6 +7,7 @@
 //! Prints the graph as Mermaid (paste it into Markdown to see it), the answer, and the run report. The model
 //! runs on two lanes, so the two parallel specialists really decode at the same time.
 
+use clap::Parser;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use slm_agents::prelude::*;
@@ -41,22 +42,23 @@ struct Notes {
     hotels: String,
 }
 
+/// The example's options.
+#[derive(Parser)]
+#[command(about = "A task graph: two specialists run in parallel (fan-out) and a third writes from both (fan-in).")]
+struct Args {
+    /// The GGUF model to run.
+    #[arg(long, env = "SLM_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// CPU threads.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, usize::from))]
+    threads: usize,
+    /// The task for the graph.
+    #[arg(default_value = DEFAULT_TASK)]
+    task: String,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut model_path = DEFAULT_MODEL.to_owned();
-    let mut threads = std::thread::available_parallelism().map_or(2, usize::from);
-    let mut task = DEFAULT_TASK.to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--model" => model_path = args.next().ok_or("--model needs a path")?,
-            "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
-            "-h" | "--help" => {
-                eprintln!("usage: 04_task_graph [--model PATH] [--threads N] [TASK]");
-                return Ok(());
-            }
-            _ => task = arg,
-        }
-    }
+    let Args { model: model_path, threads, task } = Args::parse();
     // One single-thread lane per core: the parallel branches decode at the same time.
     let slm = LlamaModel::builder(&model_path).threads(threads).lanes(threads.max(1)).load()?;
 

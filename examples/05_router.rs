@@ -5,27 +5,30 @@
 //! cargo run --release --example 05_router -- [--model PATH] [--threads N] [REQUEST ...]
 //! ```
 
+use clap::Parser;
 use slm_agents::prelude::*;
 use slm_agents::router::{CascadeRouter, Decision, EmbeddingRouter, ModelRouter, Router, RuleRouter};
 
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// The example's options.
+#[derive(Parser)]
+#[command(
+    about = "Four routers on the same requests: rules, embeddings, a small model's choice, and the cascade that escalates."
+)]
+struct Args {
+    /// The GGUF model to run.
+    #[arg(long, env = "SLM_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// CPU threads (default: the engine's choice).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Requests to route (default: a built-in set).
+    requests: Vec<String>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut model_path = DEFAULT_MODEL.to_owned();
-    let mut threads = None;
-    let mut requests = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--model" => model_path = args.next().ok_or("--model needs a path")?,
-            "--threads" => threads = Some(args.next().ok_or("--threads needs a number")?.parse()?),
-            "-h" | "--help" => {
-                eprintln!("usage: 05_router [--model PATH] [--threads N] [REQUEST ...]");
-                return Ok(());
-            }
-            _ => requests.push(arg),
-        }
-    }
+    let Args { model: model_path, threads, mut requests } = Args::parse();
     if requests.is_empty() {
         requests = [
             "find me a flight from Tel Aviv to St Petersburg on Friday",

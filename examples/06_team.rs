@@ -5,6 +5,7 @@
 //! cargo run --release --example 06_team -- [--model PATH] [--threads N] ["a request"]
 //! ```
 
+use clap::Parser;
 use std::sync::Arc;
 
 use schemars::JsonSchema;
@@ -33,22 +34,25 @@ struct WeekendPlan {
     steps: Vec<String>,
 }
 
+/// The example's options.
+#[derive(Parser)]
+#[command(
+    about = "A team: a small manager model splits a request into steps for its specialists, and a secretary writes the plan."
+)]
+struct Args {
+    /// The GGUF model to run.
+    #[arg(long, env = "SLM_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// CPU threads.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, usize::from))]
+    threads: usize,
+    /// The request for the team.
+    #[arg(default_value = DEFAULT_REQUEST)]
+    request: String,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut model_path = DEFAULT_MODEL.to_owned();
-    let mut threads = std::thread::available_parallelism().map_or(2, usize::from);
-    let mut request = DEFAULT_REQUEST.to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--model" => model_path = args.next().ok_or("--model needs a path")?,
-            "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
-            "-h" | "--help" => {
-                eprintln!("usage: 06_team [--model PATH] [--threads N] [REQUEST]");
-                return Ok(());
-            }
-            _ => request = arg,
-        }
-    }
+    let Args { model: model_path, threads, request } = Args::parse();
     let slm = LlamaModel::builder(&model_path).threads(threads).lanes(threads.max(1)).load()?;
     let specialist = |name: &str, description: &str, example: &str| {
         ModelSpecialist::builder(name)

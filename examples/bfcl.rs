@@ -14,85 +14,108 @@
 
 use std::sync::Arc;
 
+use clap::Parser;
 use slm_agents::eval::{bfcl, Evaluation, Outcome};
 use slm_agents::prelude::*;
 use slm_agents::specialist::ToolFormat;
 
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-const USAGE: &str = "usage: bfcl [--category NAME] [--ids A-B] [--model PATH] [--threads N] [--concurrency N] \
-                     [--format lines|json|compact] [--call-threshold P|none] [--relevance-threshold R|none] [--narrow-tools M|none] [--ground-numbers on|off] [--ground-strings on|off] [--json] [--out results.jsonl]";
+/// A number, or `none` for no value.
+#[derive(Clone, Copy)]
+struct Limit(Option<f64>);
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut category = "simple_python".to_owned();
-    let mut ids = None;
-    let mut model_path = DEFAULT_MODEL.to_owned();
-    let mut threads = None;
-    let mut concurrency = 4usize;
-    let mut json = false;
-    let mut out = None;
-    let mut format = ToolFormat::default();
-    let mut relevance = Some(slm_agents::specialist::DEFAULT_RELEVANCE_THRESHOLD);
-    let mut narrow = Some(slm_agents::specialist::DEFAULT_NARROW_MARGIN);
-    let mut ground = true;
-    let mut spans = false;
-    let mut threshold = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--category" => category = args.next().ok_or("--category needs a name")?,
-            "--ids" => ids = Some(bfcl::parse_ids(&args.next().ok_or("--ids needs a range like 0-199")?)?),
-            "--model" => model_path = args.next().ok_or("--model needs a path")?,
-            "--threads" => threads = Some(args.next().ok_or("--threads needs a number")?.parse::<usize>()?),
-            "--concurrency" => concurrency = args.next().ok_or("--concurrency needs a number")?.parse()?,
-            "--format" => {
-                format = match args.next().as_deref() {
-                    Some("lines") => ToolFormat::Lines,
-                    Some("json") => ToolFormat::Json,
-                    Some("compact") => ToolFormat::Compact,
-                    _ => return Err("--format needs `lines`, `json` or `compact`".into()),
-                }
-            }
-            "--call-threshold" => {
-                threshold = match args.next().ok_or("--call-threshold needs a probability or `none`")?.as_str() {
-                    "none" => None,
-                    p => Some(p.parse()?),
-                }
-            }
-            "--relevance-threshold" => {
-                relevance = match args.next().ok_or("--relevance-threshold needs a share or `none`")?.as_str() {
-                    "none" => None,
-                    p => Some(p.parse()?),
-                }
-            }
-            "--narrow-tools" => {
-                narrow = match args.next().ok_or("--narrow-tools needs a margin or `none`")?.as_str() {
-                    "none" => None,
-                    m => Some(m.parse()?),
-                }
-            }
-            "--ground-numbers" => {
-                ground = match args.next().as_deref() {
-                    Some("on") => true,
-                    Some("off") => false,
-                    _ => return Err("--ground-numbers needs `on` or `off`".into()),
-                }
-            }
-            "--ground-strings" => {
-                spans = match args.next().as_deref() {
-                    Some("on") => true,
-                    Some("off") => false,
-                    _ => return Err("--ground-strings needs `on` or `off`".into()),
-                }
-            }
-            "--json" => json = true,
-            "--out" => out = Some(args.next().ok_or("--out needs a path")?),
-            "-h" | "--help" => {
-                eprintln!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
+impl std::str::FromStr for Limit {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "none" => Ok(Limit(None)),
+            n => n.parse().map(|v| Limit(Some(v))).map_err(|e| format!("{e} (a number or `none`)")),
         }
     }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// `on` or `off`.
+fn on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("`on` or `off`".into()),
+    }
+}
+
+/// The tool format's name.
+fn tool_format(text: &str) -> Result<ToolFormat, String> {
+    match text {
+        "lines" => Ok(ToolFormat::Lines),
+        "json" => Ok(ToolFormat::Json),
+        "compact" => Ok(ToolFormat::Compact),
+        _ => Err("`lines`, `json` or `compact`".into()),
+    }
+}
+
+/// The example's options.
+#[derive(Parser)]
+#[command(
+    about = "BFCL v4 on a small model: a category's cases through the default evaluation specialist, scored like BFCL's AST checker."
+)]
+struct Args {
+    /// The category, or `dev` for every category's development split.
+    #[arg(long, default_value = "simple_python")]
+    category: String,
+    /// The case ids, as A-B (default: the category's development split).
+    #[arg(long, value_parser = |s: &str| bfcl::parse_ids(s).map_err(|e| e.to_string()))]
+    ids: Option<std::ops::RangeInclusive<usize>>,
+    /// The GGUF model to run.
+    #[arg(long, env = "SLM_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// CPU threads (default: the engine's choice).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Cases run at a time.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// How the tools are described to the model: lines, json or compact (default: the specialist's).
+    #[arg(long, value_parser = tool_format)]
+    format: Option<ToolFormat>,
+    /// The call probability below which the specialist answers instead, or `none`.
+    #[arg(long, default_value_t = Limit(None))]
+    call_threshold: Limit,
+    /// The relevance below which the specialist answers without asking the model, or `none`.
+    #[arg(long, default_value_t = Limit(Some(slm_agents::specialist::DEFAULT_RELEVANCE_THRESHOLD)))]
+    relevance_threshold: Limit,
+    /// The margin within which the tools offered are narrowed to those the request is about, or `none`.
+    #[arg(long, default_value_t = Limit(Some(slm_agents::specialist::DEFAULT_NARROW_MARGIN)))]
+    narrow_tools: Limit,
+    /// Refuses calls with numbers the request never gave: on or off.
+    #[arg(long, value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
+    ground_numbers: bool,
+    /// Holds strings to spans of the request: on or off.
+    #[arg(long, value_parser = on_off, default_value = "off", action = clap::ArgAction::Set)]
+    ground_strings: bool,
+    /// Prints the summary as one JSON line.
+    #[arg(long)]
+    json: bool,
+    /// Writes the per-case results (JSON Lines) to this file.
+    #[arg(long)]
+    out: Option<String>,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = Args::parse();
+    let (category, ids, model_path, threads, concurrency, json, out) =
+        (a.category, a.ids, a.model, a.threads, a.concurrency, a.json, a.out);
+    let format = a.format.unwrap_or_default();
+    let (relevance, narrow, ground, spans, threshold) =
+        (a.relevance_threshold.0, a.narrow_tools.0, a.ground_numbers, a.ground_strings, a.call_threshold.0);
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/bfcl");
     let cases = if category == "dev" {
         // Every category's development split, in one report.

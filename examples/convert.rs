@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use slm_agents::distill::{self, Candidate, ClusterOptions, SelectOptions, Selection};
@@ -33,64 +34,55 @@ const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}<start_of_tu
 /// ChatML, the default of many small models.
 const CHATML_TEMPLATE: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
+/// The example's options.
+#[derive(Parser)]
+#[command(
+    about = "The paper's LLM-to-SLM conversion loop on a ledger: curate, cluster, export training files, and replay each cluster's held-out calls on candidate small models."
+)]
 struct Args {
+    /// The ledger (JSON Lines).
+    #[arg(long, default_value = "examples/data/workload.jsonl")]
     ledger: PathBuf,
+    /// The output directory.
+    #[arg(long, default_value = "target/convert")]
     out: PathBuf,
+    /// Candidate small models, comma-separated (those of the defaults that are present are used).
+    #[arg(long, value_delimiter = ',', default_values = ["models/SmolLM2-135M-Instruct.Q4_1.gguf", "models/gemma-3-270m-Q4_K_M.gguf"])]
     models: Vec<PathBuf>,
+    /// The model that embeds the requests.
+    #[arg(long, env = "SLM_MODEL", default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
     embed_model: PathBuf,
+    /// The cosine (of centred embeddings) at or above which two requests are near-duplicates.
+    #[arg(long, default_value_t = 0.97)]
     near_duplicates: f32,
+    /// The share of each cluster's runs held out for testing.
+    #[arg(long, default_value_t = 0.2)]
     held_out: f64,
+    /// Held-out calls replayed per cluster and candidate.
+    #[arg(long, default_value_t = 10)]
     max_cases: usize,
+    /// The accuracy a candidate needs to take a cluster.
+    #[arg(long, default_value_t = 0.8)]
     min_accuracy: f64,
+    /// A file whose `tasks` map each run to its true task (as `workload.truth.json`), for the clusters' purity.
+    #[arg(long)]
     truth: Option<PathBuf>,
-    large_price: (f64, f64),
+    /// The logged large model's price per million prompt and generated tokens, in USD: IN,OUT.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [2.5, 10.0])]
+    large_price: Vec<f64>,
+    /// The local candidates' cost per hour of the machine, in USD.
+    #[arg(long = "local-price-per-hour", default_value_t = 0.20)]
     local_per_hour: f64,
 }
 
-fn args() -> Result<Args, String> {
-    let smol = PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let gemma = PathBuf::from("models/gemma-3-270m-Q4_K_M.gguf");
-    let mut a = Args {
-        ledger: "examples/data/workload.jsonl".into(),
-        out: "target/convert".into(),
-        models: [smol.clone(), gemma].into_iter().filter(|p| p.exists()).collect(),
-        embed_model: smol,
-        near_duplicates: 0.97,
-        held_out: 0.2,
-        max_cases: 10,
-        min_accuracy: 0.8,
-        truth: None,
-        large_price: (2.5, 10.0),
-        local_per_hour: 0.20,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        let number = |v: String| v.parse::<f64>().map_err(|e| format!("{flag}: {e}"));
-        match flag.as_str() {
-            "--ledger" => a.ledger = value()?.into(),
-            "--out" => a.out = value()?.into(),
-            "--models" => a.models = value()?.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
-            "--embed-model" => a.embed_model = value()?.into(),
-            "--near-duplicates" => a.near_duplicates = number(value()?)? as f32,
-            "--held-out" => a.held_out = number(value()?)?,
-            "--max-cases" => a.max_cases = number(value()?)? as usize,
-            "--min-accuracy" => a.min_accuracy = number(value()?)?,
-            "--truth" => a.truth = Some(value()?.into()),
-            "--large-price" => {
-                let v = value()?;
-                let (i, o) = v.split_once(',').ok_or("--large-price IN,OUT")?;
-                a.large_price = (number(i.into())?, number(o.into())?);
-            }
-            "--local-price-per-hour" => a.local_per_hour = number(value()?)?,
-            "-h" | "--help" => {
-                println!("{}", include_str!("convert.rs").lines().take(8).collect::<Vec<_>>().join("\n"));
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown flag {other} (try --help)")),
-        }
+fn args() -> Args {
+    let mut a = Args::parse();
+    // A default candidate whose file is missing is left out; one named on the command line is kept (and fails
+    // to load, saying why).
+    if !std::env::args().any(|x| x == "--models" || x.starts_with("--models=")) {
+        a.models.retain(|p| p.exists());
     }
-    Ok(a)
+    a
 }
 
 fn spinner(message: &str) -> ProgressBar {
@@ -113,7 +105,7 @@ fn write(path: &Path, text: String) -> Result<(), Box<dyn std::error::Error>> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = args()?;
+    let args = args();
     std::fs::create_dir_all(&args.out)?;
 
     // S2: curate.
@@ -180,7 +172,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // S4: select.
     let costs = CostModel::new()
-        .default_price(Price::PerMillionTokens { input: args.large_price.0, output: args.large_price.1 });
+        .default_price(Price::PerMillionTokens { input: args.large_price[0], output: args.large_price[1] });
     let options = SelectOptions::default().costs(costs).max_cases(args.max_cases);
     let mut selection = Selection { clusters: Vec::new() };
     for path in &args.models {

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use slm_agents::distill::{self, ClusterOptions};
 use slm_agents::eval::Evaluation;
@@ -57,47 +58,70 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs.get(xs.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The example's options. Defaults measured best on the bundled weather cluster (docs/finetune.md): all
+/// blocks, the call turns only, 2 epochs at 5e-5.
+#[derive(Parser)]
+#[command(
+    about = "Fine-tunes a small model on one cluster's training file and ships it as a LoRA adapter, with the before/after table."
+)]
+struct Args {
+    /// The training file (default: the bundled workload's largest tool cluster, through the conversion loop).
+    #[arg(long, requires = "test")]
+    train: Option<String>,
+    /// The held-out file.
+    #[arg(long)]
+    test: Option<String>,
+    /// The base model (its quantized GGUF).
+    #[arg(long, env = "SLM_MODEL", default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    base: String,
+    /// Where the adapter is written (default: adapter.gguf beside the training file).
+    #[arg(long)]
+    out: Option<String>,
+    /// The blocks to train: `all`, or the last N.
+    #[arg(long, default_value = "all")]
+    layers: String,
+    /// The learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f32,
+    /// Passes over the training windows.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// The adapter ranks to try, comma-separated (default: the library's, 4 to 64).
+    #[arg(long, value_delimiter = ',')]
+    ranks: Option<Vec<usize>>,
+    /// How far above the best held-out loss a smaller rank may be, as a fraction (default: the library's, 0.05).
+    #[arg(long)]
+    tolerance: Option<f64>,
+    /// Adapts at most N weight matrices (fewer decode faster).
+    #[arg(long)]
+    max_matrices: Option<usize>,
+    /// Also learns the answers written after tool results (default: the call turns only).
+    #[arg(long)]
+    all_turns: bool,
+    /// Also keeps the full fine-tuned model (F32 GGUF) here.
+    #[arg(long)]
+    keep_model: Option<String>,
+    /// Makes the adapter of this model, fine-tuned earlier (F32 GGUF), without training.
+    #[arg(long)]
+    from_tuned: Option<String>,
+    /// Evaluates this adapter, made earlier, instead of making one.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// The ledger the evaluations are written to.
+    #[arg(long, default_value = "target/finetune-data/eval-ledger.jsonl")]
+    ledger: String,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(code) = serve_child() {
         std::process::exit(code);
     }
-    let mut args = std::env::args().skip(1);
-    let (mut train, mut test, mut base, mut out) =
-        (None, None, "models/SmolLM2-135M-Instruct.Q4_1.gguf".to_owned(), None);
-    // Measured best on the bundled weather cluster (docs/finetune.md): all blocks, calls only, 2 epochs.
-    let (mut layers, mut lr, mut epochs, mut calls_only) = (None, 5e-5f32, 2usize, true);
-    let (mut ranks, mut keep_model, mut made): (Option<Vec<usize>>, Option<String>, Option<String>) =
-        (None, None, None);
-    let mut tolerance: Option<f64> = None;
-    let mut from_tuned: Option<String> = None;
-    let mut max_matrices: Option<usize> = None;
-    let mut ledger_path = "target/finetune-data/eval-ledger.jsonl".to_owned();
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--train" => train = Some(value()?),
-            "--test" => test = Some(value()?),
-            "--base" => base = value()?,
-            "--out" => out = Some(value()?),
-            "--layers" => {
-                layers = match value()?.as_str() {
-                    "all" => None,
-                    n => Some(n.parse()?),
-                }
-            }
-            "--lr" => lr = value()?.parse()?,
-            "--epochs" => epochs = value()?.parse()?,
-            "--ranks" => ranks = Some(value()?.split(',').map(str::parse).collect::<Result<_, _>>()?),
-            "--keep-model" => keep_model = Some(value()?),
-            "--from-tuned" => from_tuned = Some(value()?),
-            "--max-matrices" => max_matrices = Some(value()?.parse()?),
-            "--tolerance" => tolerance = Some(value()?.parse()?),
-            "--adapter" => made = Some(value()?),
-            "--ledger" => ledger_path = value()?,
-            "--all-turns" => calls_only = false,
-            other => return Err(format!("unknown flag {other}").into()),
-        }
-    }
+    let a = Args::parse();
+    let (train, mut test, base, out) = (a.train, a.test, a.base, a.out);
+    let layers = if a.layers == "all" { None } else { Some(a.layers.parse::<usize>()?) };
+    let (lr, epochs, calls_only) = (a.lr, a.epochs, !a.all_turns);
+    let (ranks, keep_model, made) = (a.ranks, a.keep_model, a.adapter);
+    let (tolerance, from_tuned, max_matrices, ledger_path) = (a.tolerance, a.from_tuned, a.max_matrices, a.ledger);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let train = match train {
         Some(train) => train,

@@ -22,6 +22,7 @@
 //!   `memory_8_models_ratio`, the same with a model loaded per specialist (what sharing saves).
 //!   Memory is measured in child processes, so each figure starts from a fresh process.
 
+use clap::Parser;
 use std::num::NonZeroU32;
 use std::process::Command;
 use std::time::Instant;
@@ -35,39 +36,44 @@ const PROMPT: &str =
     "<|im_start|>user\nWrite a long story about a lighthouse keeper and a storm.<|im_end|>\n<|im_start|>assistant\n";
 const DECODE_TOKENS: u32 = 256;
 
+/// The example's options.
+#[derive(Parser)]
+#[command(about = "Measures the engine against a raw llama-cpp-2 decode loop on the same model and prints ratios.")]
 struct Args {
+    /// The GGUF model to run.
+    #[arg(long, env = "SLM_MODEL", default_value = DEFAULT_MODEL)]
     model: String,
+    /// CPU threads.
+    #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Rounds of each measurement (medians are reported).
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Internal: run the raw decode loop in this process and print its figures.
+    #[arg(long, hide = true)]
     raw_child: bool,
-    memory_child: Option<(usize, bool)>,
+    /// Internal: measure the memory of N specialists on one model.
+    #[arg(long, hide = true)]
+    memory_child: Option<usize>,
+    /// Internal: measure the memory of N specialists each with its own model.
+    #[arg(long, hide = true)]
+    memory_child_separate: Option<usize>,
 }
 
-fn args() -> Result<Args, Box<dyn std::error::Error>> {
-    let mut a = Args { model: DEFAULT_MODEL.into(), threads: 1, rounds: 3, raw_child: false, memory_child: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--model" => a.model = it.next().ok_or("--model needs a path")?,
-            "--threads" => a.threads = it.next().ok_or("--threads needs a number")?.parse()?,
-            "--rounds" => a.rounds = it.next().ok_or("--rounds needs a number")?.parse()?,
-            "--raw-child" => a.raw_child = true,
-            "--memory-child" => a.memory_child = Some((it.next().ok_or("count")?.parse()?, false)),
-            "--memory-child-separate" => a.memory_child = Some((it.next().ok_or("count")?.parse()?, true)),
-            other => return Err(format!("unknown argument {other}").into()),
-        }
+impl Args {
+    fn memory_child_job(&self) -> Option<(usize, bool)> {
+        self.memory_child.map(|n| (n, false)).or(self.memory_child_separate.map(|n| (n, true)))
     }
-    Ok(a)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = args()?;
+    let args = Args::parse();
     if args.raw_child {
         let (tokens, tps) = raw_decode(&args)?;
         println!("{tokens} {tps}");
         return Ok(());
     }
-    if let Some((specialists, separate)) = args.memory_child {
+    if let Some((specialists, separate)) = args.memory_child_job() {
         println!("{}", memory_child(&args, specialists, separate)?);
         return Ok(());
     }

@@ -11,6 +11,7 @@
 
 mod calendar;
 
+use clap::Parser;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,24 +29,27 @@ const DEMO: [&str; 5] = [
     "Add a meeting to my calendar",
 ];
 
+/// The example's options.
+#[derive(Parser)]
+#[command(
+    about = "A calendar assistant: one specialist adds, lists and moves meetings in a JSON file, asking when a request lacks what it needs."
+)]
+struct Args {
+    /// The calendar file (default: slm-agents-calendar.json in the temporary directory).
+    #[arg(long)]
+    store: Option<String>,
+    /// The GGUF model to run.
+    #[arg(long, env = "SLM_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// CPU threads.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, usize::from))]
+    threads: usize,
+    /// Requests (default: a demonstration on an empty calendar).
+    requests: Vec<String>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut model_path = DEFAULT_MODEL.to_owned();
-    let mut store_path = None;
-    let mut threads = std::thread::available_parallelism().map_or(2, usize::from);
-    let mut requests = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--model" => model_path = args.next().ok_or("--model needs a path")?,
-            "--store" => store_path = Some(args.next().ok_or("--store needs a path")?),
-            "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
-            "-h" | "--help" => {
-                println!("usage: calendar [REQUEST] [--store PATH] [--model PATH] [--threads N]");
-                return Ok(());
-            }
-            _ => requests.push(arg),
-        }
-    }
+    let Args { model: model_path, store: store_path, threads, mut requests } = Args::parse();
     let demo = requests.is_empty();
     let store_path = store_path.map_or_else(|| std::env::temp_dir().join("slm-agents-calendar.json"), Into::into);
     if demo {

@@ -17,6 +17,7 @@
 
 mod trip;
 
+use clap::Parser;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,62 +35,43 @@ const LARGE_MODEL_PRICE: (f64, f64) = (2.50, 10.00);
 /// A laptop's cost per hour: its price spread over three years of working hours, plus power.
 const LAPTOP_PER_HOUR: f64 = 0.20;
 
-#[derive(Clone)]
+/// The example's options.
+#[derive(Clone, Parser)]
+#[command(about = "Plans a trip with a team of small specialists on one local model, then prints the ledger's report.")]
 struct Options {
+    /// The request.
+    #[arg(default_value = DEFAULT_REQUEST)]
     request: String,
+    /// The GGUF model to run.
+    #[arg(long, env = "SLM_MODEL", default_value = DEFAULT_MODEL)]
     model: String,
+    /// CPU threads.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, usize::from))]
     threads: usize,
+    /// Lanes (contexts) of the model (default: the engine's choice).
+    #[arg(long)]
     lanes: Option<usize>,
+    /// The large model's OpenAI-compatible endpoint, for open questions (default: the small model answers).
+    #[arg(long, env = "SLM_LLM_URL")]
     llm: Option<String>,
+    /// The large model's name at that endpoint.
+    #[arg(long, default_value = "default", requires = "llm")]
     llm_model: String,
+    /// Appends the run's ledger to this JSON Lines file.
+    #[arg(long)]
     ledger: Option<String>,
+    /// Writes the cost chart as SVG to this file.
+    #[arg(long)]
     svg: Option<String>,
+    /// Prints the team's graph as a Mermaid diagram.
+    #[arg(long)]
     mermaid: bool,
+    /// Runs with the prefix cache and parallelism off (one sequence at a time).
+    #[arg(long, conflicts_with = "compare")]
     baseline: bool,
+    /// Runs with and without them and prints the ratio of their wall times.
+    #[arg(long)]
     compare: bool,
-}
-
-const USAGE: &str =
-    "usage: trip_planner [REQUEST] [--model PATH] [--threads N] [--lanes N] [--llm URL [--llm-model NAME]]
-                    [--ledger PATH] [--svg PATH] [--mermaid] [--baseline | --compare]";
-
-fn options() -> Result<Option<Options>, Box<dyn std::error::Error>> {
-    let mut o = Options {
-        request: DEFAULT_REQUEST.into(),
-        model: DEFAULT_MODEL.into(),
-        threads: std::thread::available_parallelism().map_or(2, usize::from),
-        lanes: None,
-        llm: None,
-        llm_model: "default".into(),
-        ledger: None,
-        svg: None,
-        mermaid: false,
-        baseline: false,
-        compare: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
-        match arg.as_str() {
-            "--model" => o.model = value("--model")?,
-            "--threads" => o.threads = value("--threads")?.parse()?,
-            "--lanes" => o.lanes = Some(value("--lanes")?.parse()?),
-            "--llm" => o.llm = Some(value("--llm")?),
-            "--llm-model" => o.llm_model = value("--llm-model")?,
-            "--ledger" => o.ledger = Some(value("--ledger")?),
-            "--svg" => o.svg = Some(value("--svg")?),
-            "--mermaid" => o.mermaid = true,
-            "--baseline" => o.baseline = true,
-            "--compare" => o.compare = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}\n{USAGE}").into()),
-            _ => o.request = arg,
-        }
-    }
-    Ok(Some(o))
 }
 
 /// Shows the run's progress on stderr as events arrive.
@@ -182,7 +164,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(o) = options()? else { return Ok(()) };
+    let o = Options::parse();
     let data = Arc::new(TripData::load(&trip::data_dir()).map_err(|e| e.to_string())?);
     let (input, output) = LARGE_MODEL_PRICE;
     let large = Price::PerMillionTokens { input, output };
