@@ -26,13 +26,47 @@ struct Args {
     /// CPU threads (default: the engine's choice).
     #[arg(long)]
     threads: Option<usize>,
+    /// A model by Hugging Face name, REPO/FILE (e.g. HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/smollm2-135m-instruct-q8_0.gguf),
+    /// downloaded into the Hugging Face cache with a progress bar; needs `--features hf-hub`.
+    #[arg(long, conflicts_with = "model")]
+    hf: Option<String>,
     /// The prompt.
     #[arg(default_value = DEFAULT_PROMPT)]
     prompt: String,
 }
 
+/// The file of `REPO/FILE` (the repository is `owner/name`), from the Hugging Face cache or downloaded with a
+/// progress bar.
+#[cfg(feature = "hf-hub")]
+fn from_hf(name: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let mut parts = name.splitn(3, '/');
+    let (Some(owner), Some(repo), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("--hf {name}: expected OWNER/REPO/FILE").into());
+    };
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")?
+            .progress_chars("=> "),
+    );
+    bar.set_message(file.to_owned());
+    let path = slm_agents::model::HfFile::new(format!("{owner}/{repo}"), file).download(|p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    })?;
+    bar.finish_and_clear();
+    Ok(path.display().to_string())
+}
+
+#[cfg(not(feature = "hf-hub"))]
+fn from_hf(_: &str) -> Result<String, Box<dyn std::error::Error>> {
+    Err("--hf needs the `hf-hub` feature: cargo run --release --features hf-hub --example 01_hello -- --hf ...".into())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Args { model: model_path, threads, prompt } = Args::parse();
+    let Args { model, threads, hf, prompt } = Args::parse();
+    let model_path = match hf {
+        Some(name) => from_hf(&name)?,
+        None => model,
+    };
 
     let mut builder = LlamaModel::builder(&model_path);
     if let Some(t) = threads {

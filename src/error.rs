@@ -323,6 +323,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A model file could not be downloaded from a Hugging Face repository (feature `hf-hub`).
+    #[error("cannot download {file} from {repo}: {reason}")]
+    Download {
+        /// The repository (`owner/name`).
+        repo: String,
+        /// The file in it.
+        file: String,
+        /// What went wrong (the server's answer, the connection, the cache directory).
+        reason: String,
+    },
+
     /// Fine-tuning failed: the training process ended with an error or crashed, or was cancelled.
     #[error("fine-tuning failed: {reason}")]
     Training {
@@ -417,7 +428,8 @@ impl Error {
             | Self::UnsupportedArchitecture { .. }
             | Self::ModelLoad { .. }
             | Self::Adapter { .. }
-            | Self::NoChatTemplate { .. } => ErrorKind::Load,
+            | Self::NoChatTemplate { .. }
+            | Self::Download { .. } => ErrorKind::Load,
             Self::InvalidSetting { .. }
             | Self::InvalidRequest { .. }
             | Self::Schema { .. }

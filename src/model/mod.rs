@@ -8,6 +8,8 @@
 //!
 #![doc = include_str!("../../docs/models.md")]
 
+#[cfg(feature = "hf-hub")]
+mod hf;
 #[cfg(any(feature = "llama", docsrs))]
 mod llama;
 #[cfg(feature = "remote")]
@@ -17,6 +19,9 @@ mod request;
 mod scripted;
 mod stream;
 
+#[cfg(feature = "hf-hub")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hf-hub")))]
+pub use hf::{DownloadProgress, HfFile};
 #[cfg(any(feature = "llama", docsrs))]
 #[cfg_attr(docsrs, doc(cfg(feature = "llama")))]
 pub use llama::{LlamaModel, LlamaModelBuilder};
