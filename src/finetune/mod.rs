@@ -127,10 +127,10 @@ pub enum Progress {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Job {
     base: PathBuf,
-    texts: Vec<String>,
-    eval_texts: Vec<String>,
-    /// Examples scored for the adapter's rank: the rendered text and the byte offset of the reply.
-    scored: Vec<(String, usize)>,
+    /// The rendered training examples, each with the byte offset where its reply starts.
+    texts: Vec<(String, usize)>,
+    /// The rendered held-out examples, the same way.
+    eval_texts: Vec<(String, usize)>,
     out: PathBuf,
     keep_model: Option<PathBuf>,
     /// A model fine-tuned earlier: no training, its adapter only.
@@ -203,6 +203,15 @@ pub struct FineTune {
     program: Option<PathBuf>,
     unchecked: bool,
     calls_only: bool,
+}
+
+impl Job {
+    /// The examples that score each candidate rank: the held-out ones, or training ones without them; at most
+    /// 48.
+    fn scored(&self) -> &[(String, usize)] {
+        let from = if self.eval_texts.is_empty() { &self.texts } else { &self.eval_texts };
+        &from[..from.len().min(48)]
+    }
 }
 
 impl FineTune {
@@ -405,21 +414,14 @@ impl FineTune {
         };
         drop(renderer);
         progress(&Progress::Rendered { train: rendered.len(), eval: eval_rendered.len() });
-        // The adapter's rank is chosen on the held-out examples, or on training examples without them.
-        let scored: Vec<(String, usize)> = if eval_rendered.is_empty() { &rendered } else { &eval_rendered }
-            .iter()
-            .take(MAX_SCORED)
-            .cloned()
-            .collect();
         let out = self.out.clone().unwrap_or_else(|| train.parent().unwrap_or(Path::new(".")).join("adapter.gguf"));
         let work_dir = std::env::temp_dir().join(format!("slm-finetune-{}", std::process::id()));
         std::fs::create_dir_all(&work_dir).map_err(|source| Error::Export { path: work_dir.clone(), source })?;
         let examples = rendered.len();
         let job = Job {
             base: self.base.clone(),
-            texts: rendered.into_iter().map(|(text, _)| text).collect(),
-            eval_texts: eval_rendered.into_iter().map(|(text, _)| text).collect(),
-            scored,
+            texts: rendered,
+            eval_texts: eval_rendered,
             out: out.clone(),
             keep_model: self.keep_model.clone(),
             tuned: self.tuned.clone(),
@@ -456,9 +458,6 @@ impl FineTune {
         })
     }
 }
-
-/// At most this many examples score each candidate rank.
-const MAX_SCORED: usize = 48;
 
 /// What the parent gathers from the child's progress.
 #[derive(Default)]

@@ -129,7 +129,8 @@ pub(super) fn train(job: &Job) -> Result<(), String> {
         }
         let vocab = sys::llama_model_get_vocab(model);
         let n_ctx = job.context as usize;
-        let windows = |texts: &[String]| -> Vec<i32> { texts.iter().flat_map(|t| tokenize(vocab, t)).collect() };
+        let windows =
+            |texts: &[(String, usize)]| -> Vec<i32> { texts.iter().flat_map(|(t, _)| tokenize(vocab, t)).collect() };
         let train_tokens = windows(&job.texts);
         let eval_tokens = windows(&job.eval_texts);
         let n_train = train_tokens.len().saturating_sub(1) / n_ctx;
@@ -254,7 +255,7 @@ fn finish(job: &Job, base_f32: &Path, saved: &Path) -> Result<(), String> {
     }
     drop(factors);
     let paths: Vec<&Path> = candidates.iter().map(|(_, p, _, _)| p.as_path()).collect();
-    let losses = score(&job.base, &paths, &job.scored, job.threads)?;
+    let losses = score(&job.base, &paths, job.scored(), job.threads)?;
     let base_loss = losses[0];
     emit(&Progress::Rank { rank: 0, loss: base_loss, kept: 0.0 });
     let scored: Vec<(usize, f64)> = candidates.iter().map(|(r, ..)| *r).zip(losses[1..].iter().copied()).collect();
