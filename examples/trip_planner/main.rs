@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example trip_planner -- [REQUEST] [--model PATH] [--threads N]
 //!     [--llm URL [--llm-model NAME]] [--ledger PATH] [--svg PATH] [--mermaid] [--baseline | --compare]
+//!     [--stream-overhead N]
 //! ```
 //!
 //! A router sends trip requests to the `trip` team and anything else to an open-question agent: the large
@@ -11,6 +12,11 @@
 //! their tools over the bundled data in `examples/data` in parallel; the secretary checks their picks against
 //! the data and writes the plan. Then the ledger's report: calls, tokens, time and cost per specialist, against
 //! what the same calls would cost on a large model.
+//!
+//! The progress shown while it runs comes from the graph's update stream (`Graph::run_stream`): each node as
+//! it starts, each model and tool call as it finishes, and on a terminal the text of the specialist that is
+//! writing. `--stream-overhead N` measures what the stream costs: the request run N times plainly and N times
+//! as a stream, and the ratio of the median wall times.
 //!
 //! `--baseline` runs with the prefix cache and parallelism off (one sequence at a time); `--compare` runs
 //! both and prints the ratio of their wall times.
@@ -25,7 +31,8 @@ use slm_agents::graph::Graph;
 use slm_agents::ledger::{CostModel, JsonlLedger, Price, Report};
 use slm_agents::model::RemoteModel;
 use slm_agents::prelude::*;
-use slm_agents::run::{Outcome, Recorder, RunEvent};
+use slm_agents::run::{Outcome, RunEvent, RunUpdate};
+use std::io::IsTerminal;
 use trip::{City, Planner, Reply, TripData};
 
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -72,33 +79,62 @@ struct Options {
     /// Runs with and without them and prints the ratio of their wall times.
     #[arg(long)]
     compare: bool,
+    /// Measures the update stream's cost: runs the request N times plainly and N times as a stream.
+    #[arg(long, value_name = "N")]
+    stream_overhead: Option<usize>,
 }
 
-/// Shows the run's progress on stderr as events arrive.
-struct Progress(Instant);
+/// Shows the run's progress on stderr from its update stream: nodes as they start, each model call and tool
+/// call as it finishes, and (on a terminal) the text of the specialist that is writing, as it writes.
+struct Progress {
+    started: Instant,
+    terminal: bool,
+    /// The call whose text the status line shows, and that text.
+    writing: Option<(u64, String, String)>,
+}
 
-impl Recorder for Progress {
-    fn record(&self, event: RunEvent) {
-        let t = self.0.elapsed().as_secs_f64();
-        match event {
-            RunEvent::ModelCall(m) => {
+impl Progress {
+    fn new(started: Instant) -> Self {
+        Self { started, terminal: std::io::stderr().is_terminal(), writing: None }
+    }
+
+    fn line(&mut self, text: String) {
+        if self.terminal && self.writing.take().is_some() {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("  {:5.2}s  {text}", self.started.elapsed().as_secs_f64());
+    }
+
+    fn show(&mut self, update: RunUpdate<Reply>) {
+        match update {
+            RunUpdate::NodeStarted { ids } => self.line(format!("> {}", ids.node.unwrap_or_default())),
+            RunUpdate::Token { call, specialist, text } if self.terminal => {
+                let writing = self.writing.get_or_insert_with(|| (call, specialist.clone(), String::new()));
+                if writing.0 != call {
+                    *writing = (call, specialist, String::new());
+                }
+                writing.2.push_str(&text);
+                let shown: String = writing.2.chars().rev().take(70).collect::<Vec<_>>().into_iter().rev().collect();
+                eprint!("\r\x1b[2K  {:>6}  {:<14} writing {}", "", writing.1, shown.replace('\n', " "));
+            }
+            RunUpdate::ModelCallFinished(m) => {
                 let u = m.usage.unwrap_or_default();
                 let what = m.tool_calls.first().map_or_else(|| "answer".to_owned(), |c| format!("calls {}", c.tool));
-                eprintln!(
-                    "  {t:5.2}s  {:<14} {what:<22} {:>4} prompt tokens ({:>4} cached), {:>3} generated{}",
+                self.line(format!(
+                    "{:<14} {what:<22} {:>4} prompt tokens ({:>4} cached), {:>3} generated{}",
                     m.specialist,
                     u.prompt_tokens,
                     u.cached_prompt_tokens,
                     u.completion_tokens,
                     m.escalation.map(|why| format!("  [escalated: {why}]")).unwrap_or_default()
-                );
+                ));
             }
-            RunEvent::ToolCall(c) => {
+            RunUpdate::ToolCallFinished(c) => {
                 let status = match &c.outcome {
                     Outcome::Succeeded => "ok".to_owned(),
                     Outcome::Failed { error } => format!("failed: {error}"),
                 };
-                eprintln!("  {t:5.2}s  {:<14} {} {} -> {status}", c.specialist, c.tool, c.arguments);
+                self.line(format!("{:<14} {} {} -> {status}", c.specialist, c.tool, c.arguments));
             }
             _ => {}
         }
@@ -132,24 +168,65 @@ fn load(o: &Options, baseline: bool) -> Result<LlamaModel, Box<dyn std::error::E
 /// A served request: the reply, the wall time and the run's events.
 type Served = (slm_agents::Result<Reply>, Duration, Vec<RunEvent>);
 
+/// How a request is run: shown live from the update stream, streamed without showing it, or plainly.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Shown,
+    Streamed,
+    Plain,
+}
+
 /// Runs `request` on `graph`.
 fn run(
     graph: &Graph<String, Reply>,
     request: &str,
     ledger: Option<&str>,
-    progress: bool,
+    mode: Mode,
 ) -> Result<Served, Box<dyn std::error::Error>> {
     let events = Arc::new(MemoryRecorder::default());
     let started = Instant::now();
     let mut ctx = RunContext::new().with_recorder(events.clone());
-    if progress {
-        ctx = ctx.with_recorder(Arc::new(Progress(started)));
-    }
     if let Some(path) = ledger {
         ctx = ctx.with_recorder(Arc::new(JsonlLedger::create(path)?));
     }
-    let reply = futures::executor::block_on(graph.run(request.to_owned(), &ctx));
+    let reply = match mode {
+        Mode::Plain => futures::executor::block_on(graph.run(request.to_owned(), &ctx)),
+        Mode::Streamed => futures::executor::block_on(graph.run_stream(request.to_owned(), &ctx).for_each_update(drop)),
+        Mode::Shown => {
+            let mut progress = Progress::new(started);
+            let updates = graph.run_stream(request.to_owned(), &ctx);
+            futures::executor::block_on(updates.for_each_update(|u| progress.show(u)))
+        }
+    };
     Ok((reply, started.elapsed(), events.events()))
+}
+
+/// The update stream's cost: the request run plainly and as a stream, alternately, `rounds` times each.
+fn stream_overhead(
+    graph: &Graph<String, Reply>,
+    request: &str,
+    rounds: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    run(graph, request, None, Mode::Plain)?.0.map_err(|e| chain(&e))?;
+    let (mut plain, mut streamed) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which goes first, so that neither always runs on a warmer cache.
+        let order = if round % 2 == 0 { [Mode::Plain, Mode::Streamed] } else { [Mode::Streamed, Mode::Plain] };
+        for mode in order {
+            let (reply, wall, _) = run(graph, request, None, mode)?;
+            reply.map_err(|e| chain(&e))?;
+            if mode == Mode::Plain { &mut plain } else { &mut streamed }.push(wall.as_secs_f64());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, s) = (median(&mut plain), median(&mut streamed));
+    println!("stream overhead, median of {rounds} runs each (tokens on):");
+    println!("  {p:.3}s  graph.run");
+    println!("  {s:.3}s  graph.run_stream, every update read: ratio {:.3}", s / p);
+    Ok(())
 }
 
 /// An error and its causes, on one line.
@@ -186,8 +263,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if o.mermaid {
         println!("```mermaid\n{}```\n", graph.to_mermaid());
     }
+    if let Some(rounds) = o.stream_overhead {
+        return stream_overhead(&graph, &o.request, rounds.max(1));
+    }
     eprintln!("request: {}", o.request);
-    let (reply, wall, events) = run(&graph, &o.request, o.ledger.as_deref(), true)?;
+    let (reply, wall, events) = run(&graph, &o.request, o.ledger.as_deref(), Mode::Shown)?;
     let report = Report::from_events(&events, &costs);
     println!("{}", reply.as_ref().map_err(|e| format!("the planner failed: {}", chain(e)))?);
     println!("{report}\n");
@@ -216,8 +296,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (baseline, threads) in [(false, o.threads), (true, o.threads), (true, 1)] {
             let slm = load(&Options { threads, ..o.clone() }, baseline)?;
             let graph = planner.graph(&slm)?;
-            run(&graph, WARM_UP_REQUEST, None, false)?.0.map_err(|e| chain(&e))?;
-            let (reply, wall, _) = run(&graph, &o.request, None, false)?;
+            run(&graph, WARM_UP_REQUEST, None, Mode::Plain)?.0.map_err(|e| chain(&e))?;
+            let (reply, wall, _) = run(&graph, &o.request, None, Mode::Plain)?;
             reply.map_err(|e| chain(&e))?;
             walls.push(wall.as_secs_f64());
         }

@@ -7,7 +7,7 @@ mod team;
 pub use adapt::{from_fn, BoxAgent, FnAgent, MapOutput};
 pub use team::{Plan, PlanStep, StepResult, Team, TeamBuilder, TeamResults};
 
-use crate::run::RunContext;
+use crate::run::{RunContext, RunStream};
 use crate::Result;
 
 /// Something that does a job: typed input in, typed output out, reporting to the run's context.
@@ -52,6 +52,32 @@ pub trait Agent: Send + Sync {
 
     /// Does its job. Model and tool calls are reported to `ctx`.
     async fn run(&self, input: Self::Input, ctx: &RunContext) -> Result<Self::Output>;
+
+    /// Does its job as a stream of what happens: nodes and calls as they start and finish, the text of the
+    /// specialist that is writing, then the output or the error (see [`RunStream`]). Polling the stream runs
+    /// the agent; dropping it cancels the run. `ctx`'s recorders still receive every event.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// use slm_agents::prelude::*;
+    /// use slm_agents::run::RunUpdate;
+    ///
+    /// # async fn demo(agent: &dyn Agent<Input = String, Output = String>) {
+    /// let mut updates = agent.run_stream("What's the weather in Paris?".into(), &RunContext::new());
+    /// while let Some(update) = updates.next().await {
+    ///     match update {
+    ///         RunUpdate::ToolCallStarted { tool, arguments, .. } => eprintln!("calling {tool} {arguments}"),
+    ///         RunUpdate::Token { text, .. } => eprint!("{text}"),
+    ///         RunUpdate::Finished(answer) => println!("{answer}"),
+    ///         RunUpdate::Failed(e) => eprintln!("failed: {e}"),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    fn run_stream<'a>(&'a self, input: Self::Input, ctx: &RunContext) -> RunStream<'a, Self::Output> {
+        RunStream::new(ctx, move |ctx| async move { self.run(input, &ctx).await })
+    }
 }
 
 /// An agent behind an `Arc` (one specialist in several graphs or teams) is an agent.

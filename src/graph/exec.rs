@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::{Kind, NodeSpec, Routed, Value};
-use crate::run::{CallIds, NodeEvent, Outcome, RunContext, RunEvent};
+use crate::run::{CallIds, NodeEvent, Outcome, RunContext, RunEvent, RunUpdate};
 use crate::{Error, Result};
 
 /// How a node's run ended.
@@ -174,6 +174,7 @@ pub(super) async fn run(
                         let reason =
                             spec.condition.as_ref().and_then(|c| values[c.branch].as_ref()).and_then(reason_of);
                         let (node_ctx, node_ids) = ctx.enter(&spec.name);
+                        ctx.announce(|| RunUpdate::NodeStarted { ids: node_ids.clone() });
                         let node_ctx = node_ctx.with_route_reason(reason.clone());
                         ids[i] = Some((node_ids, reason));
                         let span = tracing::info_span!("node", name = %spec.name);

@@ -74,7 +74,7 @@ pub use handle::{BranchHandle, Deps, Handle};
 pub use node::{IntoNode, IsAgent, IsFn};
 
 use crate::agent::Agent;
-use crate::run::RunContext;
+use crate::run::{RunContext, RunStream};
 use crate::{Error, Result};
 
 /// A value flowing between nodes, type-erased inside the graph only (handles keep the types).
@@ -189,6 +189,13 @@ impl<I: Send + Sync + 'static, O: Clone + Send + Sync + 'static> Graph<I, O> {
     /// [`Error::NodeTimeout`] or [`Error::NodePanicked`]; [`Error::Graph`] if the output node was skipped.
     pub async fn run(&self, input: I, ctx: &RunContext) -> Result<O> {
         self.run_with_report(input, ctx).await.0
+    }
+
+    /// Runs the graph as a stream of what happens: nodes as they start and finish, model and tool calls, the
+    /// text of the specialist that is writing, then the output or the error (see [`RunStream`]). Polling the
+    /// stream runs the graph; dropping it cancels every node still running.
+    pub fn run_stream(&self, input: I, ctx: &RunContext) -> RunStream<'_, O> {
+        RunStream::new(ctx, move |ctx| async move { self.run(input, &ctx).await })
     }
 
     /// Runs the graph and also returns the report of every node: start, end and outcome.

@@ -179,10 +179,15 @@ impl TokenStream {
     }
 
     /// Consumes the stream and returns the finished completion.
-    pub async fn finish(mut self) -> Result<Completion> {
+    pub async fn finish(self) -> Result<Completion> {
+        self.finish_with(drop).await
+    }
+
+    /// Consumes the stream, passing each piece to `each`, and returns the finished completion.
+    pub(crate) async fn finish_with(mut self, mut each: impl FnMut(String)) -> Result<Completion> {
         use futures::StreamExt;
         while let Some(item) = self.next().await {
-            item?;
+            each(item?);
         }
         self.completion.take().ok_or(Error::WorkerStopped)
     }

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::stream::Live;
 use super::{CallIds, Recorder, RunEvent};
 #[cfg(doc)]
 use super::{MemoryRecorder, NodeEvent};
@@ -33,6 +34,8 @@ pub struct RunContext {
     scope: Option<Scope>,
     escalation: Option<Arc<str>>,
     route_reason: Option<Arc<str>>,
+    /// The stream the run reports to, if it runs as a [`RunStream`](super::RunStream).
+    live: Option<Arc<Live>>,
 }
 
 #[derive(Clone)]
@@ -76,6 +79,7 @@ impl RunContext {
             scope: None,
             escalation: None,
             route_reason: None,
+            live: None,
         }
     }
 
@@ -178,6 +182,9 @@ impl RunContext {
 
     /// Reports an event.
     pub fn record(&self, event: RunEvent) {
+        if let Some(live) = &self.live {
+            live.recorded(event.clone());
+        }
         if let Some((last, rest)) = self.recorders.split_last() {
             for r in rest {
                 r.record(event.clone());
@@ -186,8 +193,26 @@ impl RunContext {
         }
     }
 
-    /// Whether anything listens to this run's events.
+    /// Whether anything listens to this run's events (a recorder, or a [`RunStream`](super::RunStream)).
     pub fn is_recording(&self) -> bool {
-        !self.recorders.is_empty()
+        !self.recorders.is_empty() || self.live.is_some()
+    }
+
+    /// The same context, reporting to a stream too (a stream streamed again reports to the inner one only).
+    pub(crate) fn with_live(mut self, live: Arc<Live>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The stream the run reports to, if any.
+    pub(crate) fn live(&self) -> Option<&Live> {
+        self.live.as_deref()
+    }
+
+    /// Reports an update that only a [`RunStream`](super::RunStream) receives (made only if one listens).
+    pub(crate) fn announce(&self, update: impl FnOnce() -> super::stream::Update) {
+        if let Some(live) = &self.live {
+            live.push(update());
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
-use super::{spans, CallIds, ModelCallEvent, Outcome, RedactionEvent, RunContext, RunEvent};
+use super::{spans, CallIds, ModelCallEvent, Outcome, RedactionEvent, RunContext, RunEvent, RunUpdate};
 use crate::model::{Completion, Constraint, LanguageModel, Message, Prompt, Request, TokenStream};
 use crate::privacy::Redaction;
 use crate::structured::OutputSchema;
@@ -130,9 +130,11 @@ impl<'a> ModelCall<'a> {
         let span = spans::chat(self.ctx, self.model, &self.caller);
         let (record, request) = span.in_scope(|| self.start(request));
         let result = match request {
-            Ok((request, redaction)) => {
-                self.model.complete(request).instrument(span.clone()).await.map(|c| c.restored(redaction.as_ref()))
-            }
+            Ok((request, redaction)) => self
+                .call_model(request, record.ids.id)
+                .instrument(span.clone())
+                .await
+                .map(|c| c.restored(redaction.as_ref())),
             Err(e) => Err(e),
         };
         match &result {
@@ -152,6 +154,20 @@ impl<'a> ModelCall<'a> {
         record.finish(self.ctx, result.as_ref().ok(), outcome, tool_calls, valid);
         let completion = result?;
         Ok((completion, value?))
+    }
+
+    /// Calls the model; within a [`RunStream`](super::RunStream) that wants tokens, as a stream whose pieces
+    /// go to it.
+    async fn call_model(&self, request: Request, call: u64) -> Result<Completion> {
+        match self.ctx.live().filter(|live| live.wants_tokens()) {
+            Some(live) => {
+                self.model
+                    .stream(request)
+                    .finish_with(|text| live.push(RunUpdate::Token { call, specialist: self.caller.to_string(), text }))
+                    .await
+            }
+            None => self.model.complete(request).await,
+        }
     }
 
     /// Streams the call; it is recorded when the stream ends (or is dropped, as a failed call).
@@ -259,6 +275,12 @@ impl<'a> ModelCall<'a> {
             tools: self.tools.to_vec(),
             constraint: request.constraint.clone(),
         };
+        self.ctx.announce(|| RunUpdate::ModelCallStarted {
+            ids: pending.ids.clone(),
+            specialist: pending.caller.clone(),
+            model: pending.model.clone(),
+            step: pending.step,
+        });
         if !remote {
             return (pending, Ok((request, None)));
         }

@@ -7,6 +7,11 @@
 //! [`Recorder`]; [`MemoryRecorder`] keeps the events in memory and
 //! [`JsonlLedger`](crate::ledger::JsonlLedger) appends them to a file.
 //!
+//! A run can also be watched as it happens: [`Agent::run_stream`](crate::agent::Agent::run_stream),
+//! [`Graph::run_stream`](crate::graph::Graph::run_stream) and [`RunStream::new`] make it a [`RunStream`] of
+//! [`RunUpdate`]s (nodes and calls as they start and finish, the text of the specialist that is writing, then
+//! the output or the error).
+//!
 //! The same calls are also `tracing` spans after the OpenTelemetry semantic conventions for generative AI:
 //! `invoke_agent {name}` for a specialist's run, `chat {model}` and `embeddings {model}` for model calls,
 //! `execute_tool {tool}` for tool calls, nested as the run nests, with `gen_ai.operation.name`,
@@ -20,6 +25,7 @@ mod event;
 mod gate;
 mod recorder;
 pub(crate) mod spans;
+mod stream;
 
 pub use context::RunContext;
 pub use event::{
@@ -28,3 +34,4 @@ pub use event::{
 };
 pub use gate::{ModelCall, Parsed};
 pub use recorder::{MemoryRecorder, Recorder};
+pub use stream::{RunStream, RunUpdate};

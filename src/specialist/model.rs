@@ -16,7 +16,7 @@ use super::relevance::{made_up_number, numbers_in, request_spans, scores, tool_n
 use super::{Specialist, SpecialistCard, ToolFormat};
 use crate::agent::Agent;
 use crate::model::{Completion, LanguageModel, Message, Request, Sampling};
-use crate::run::{Outcome, Parsed, RunContext, RunEvent, ToolCallEvent};
+use crate::run::{Outcome, Parsed, RunContext, RunEvent, RunUpdate, ToolCallEvent};
 use crate::structured::{inline_schema_for, OutputSchema};
 use crate::tool::{off_thread, panic_message, DynTool, Tool, ToolCall, ToolError, Toolbox};
 use crate::{Error, Result};
@@ -802,6 +802,12 @@ where
         use tracing::Instrument;
         let ids = ctx.ids();
         let started = Instant::now();
+        ctx.announce(|| RunUpdate::ToolCallStarted {
+            ids: ids.clone(),
+            specialist: self.card_name().to_owned(),
+            tool: call.tool.clone(),
+            arguments: call.arguments.clone(),
+        });
         let span = crate::run::spans::execute_tool(ctx, &call.tool);
         let result = self
             .call_tool(&call.tool, call.arguments.clone())
