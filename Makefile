@@ -30,6 +30,8 @@ test: test-deps
 	$(CARGO) test --release --features train --lib finetune::
 	$(CARGO) test --release --features train --doc finetune
 	$(CARGO) test --release --features hf-hub --test hf_hub
+	$(CARGO) test --release --features mcp --test mcp
+	$(CARGO) test --release --features mcp --lib mcp::
 	$(CARGO) test --release --no-default-features --features test-util --test compile_fail
 
 # Lints and docs, as a reviewer runs them; the build without the engine (no cmake, no libclang, no llama.cpp);
@@ -37,9 +39,10 @@ test: test-deps
 check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
-	$(CARGO) clippy --release --features train,hf-hub --all-targets -- -D warnings
+	$(CARGO) clippy --release --features train,hf-hub,mcp --all-targets -- -D warnings
 	$(CARGO) clippy --release --no-default-features --features remote,test-util,distill --all-targets -- -D warnings
 	$(CARGO) build --release --no-default-features --features remote
 	! $(CARGO) tree --no-default-features --features remote -e normal | grep -q llama-cpp-sys-2
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --release --no-deps --features remote,test-util,distill
+	! $(CARGO) tree -e normal | grep -q 'tokio v'
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --release --no-deps --features remote,test-util,distill,mcp
 	scripts/docs-rs.sh

@@ -374,6 +374,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// An MCP server could not be started or reached, or did not answer (feature `mcp`). A failing call of
+    /// one of its tools is a [`ToolError`](crate::tool::ToolError) instead, shown to the model.
+    #[error("MCP server `{server}`: {reason}")]
+    Mcp {
+        /// The server's name (or its command or URL).
+        server: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A part of the crate that this build does not include was asked for (a cargo feature is off).
     #[error("{what} needs the cargo feature `{feature}`")]
     Unavailable {
@@ -451,7 +461,8 @@ impl Error {
             | Self::Plan { .. }
             | Self::Node { .. }
             | Self::NodeTimeout { .. }
-            | Self::NodePanicked { .. } => ErrorKind::Orchestration,
+            | Self::NodePanicked { .. }
+            | Self::Mcp { .. } => ErrorKind::Orchestration,
             Self::Remote { .. } => ErrorKind::Remote,
             Self::PrivacyViolation { .. } => ErrorKind::Privacy,
             Self::Ledger { .. } | Self::LedgerLine { .. } | Self::Export { .. } => ErrorKind::Ledger,

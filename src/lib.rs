@@ -15,6 +15,9 @@ pub mod eval;
 pub mod finetune;
 pub mod graph;
 pub mod ledger;
+#[cfg(feature = "mcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
+pub mod mcp;
 pub mod model;
 pub mod privacy;
 pub mod router;

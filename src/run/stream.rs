@@ -250,7 +250,6 @@ impl<'a, T: Send + 'a> RunStream<'a, T> {
     /// Whether model calls stream their text as [`Token`](RunUpdate::Token) updates (default `true`). Without
     /// them, model calls are made whole, and their text comes with
     /// [`ModelCallFinished`](RunUpdate::ModelCallFinished).
-    #[must_use]
     pub fn tokens(self, on: bool) -> Self {
         self.live.tokens.store(on, Ordering::Relaxed);
         self

@@ -224,6 +224,14 @@ impl<I, O> ModelSpecialistBuilder<I, O> {
         self
     }
 
+    /// Adds several type-erased tools (for example an [MCP server's](crate::mcp) tools).
+    pub fn tools_dyn<T: DynTool + 'static>(mut self, tools: impl IntoIterator<Item = T>) -> Self {
+        for tool in tools {
+            self = self.tool_dyn(Arc::new(tool));
+        }
+        self
+    }
+
     /// Uses a whole toolbox (replacing tools added before).
     pub fn toolbox(mut self, tools: Toolbox) -> Self {
         self.tools = tools;
