@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The examples with a model option, as cargo names their binaries.
-const EXAMPLES: [&str; 11] = [
+const EXAMPLES: [&str; 12] = [
     "01_hello",
     "02_typed_output",
     "03_tools",
@@ -17,6 +17,7 @@ const EXAMPLES: [&str; 11] = [
     "convert",
     "bfcl",
     "perf_report",
+    "otel",
 ];
 
 /// `target/<profile>/examples/<name>`, beside this test's own binary in `target/<profile>/deps`.

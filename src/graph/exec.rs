@@ -177,7 +177,7 @@ pub(super) async fn run(
                         ctx.announce(|| RunUpdate::NodeStarted { ids: node_ids.clone() });
                         let node_ctx = node_ctx.with_route_reason(reason.clone());
                         ids[i] = Some((node_ids, reason));
-                        let span = tracing::info_span!("node", name = %spec.name);
+                        let span = tracing::info_span!("node", name = %spec.name, otel.name = %format_args!("node {}", spec.name));
                         running.push(attempts(i, spec, runner.clone(), inputs, node_ctx).instrument(span));
                     }
                 }
