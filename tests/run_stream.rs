@@ -287,3 +287,46 @@ async fn without_tokens_calls_come_whole() {
     assert!(!updates.iter().any(|u| matches!(u, RunUpdate::Token { .. })));
     assert!(updates.iter().any(|u| matches!(u, RunUpdate::ModelCallFinished(e) if e.output.is_some())));
 }
+
+/// A host's own model that cannot stream: `stream` is its `complete`, through `TokenStream::from_future`.
+#[derive(Clone)]
+struct HostModel(Arc<ScriptedModel>);
+
+#[slm_agents::async_trait]
+impl LanguageModel for HostModel {
+    fn name(&self) -> &str {
+        "host"
+    }
+    async fn complete(&self, request: Request) -> Result<Completion> {
+        self.0.complete(request).await
+    }
+    fn stream(&self, request: Request) -> slm_agents::model::TokenStream {
+        let model = self.clone();
+        slm_agents::model::TokenStream::from_future(async move { model.complete(request).await })
+    }
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        self.0.embed(texts).await
+    }
+}
+
+#[test]
+fn a_model_that_does_not_stream_tokens_has_its_calls_made_whole() {
+    let host = HostModel(Arc::new(ScriptedModel::new([r#"{"answer":"Cloudy"}"#, "plain text"])));
+    let specialist = weather(host.clone());
+    let (updates, output) =
+        futures::executor::block_on(collect(specialist.run_stream("Weather in Oslo?".into(), &RunContext::new())));
+    assert_eq!(output.unwrap().unwrap(), "Cloudy");
+    assert!(!updates.iter().any(|u| matches!(u, RunUpdate::Token { .. })));
+    assert!(updates.iter().any(|u| matches!(u, RunUpdate::ModelCallFinished(e) if e.output.is_some())));
+    // Its stream, from its `complete`: the text as one piece, and the completion at the end.
+    let mut stream = host.stream(Request::chat([Message::user("hi")]));
+    let pieces: Vec<String> = futures::executor::block_on(async {
+        let mut pieces = Vec::new();
+        while let Some(piece) = stream.next().await {
+            pieces.push(piece.unwrap());
+        }
+        pieces
+    });
+    assert_eq!(pieces, ["plain text"]);
+    assert_eq!(stream.completion().unwrap().text, "plain text");
+}

@@ -81,6 +81,14 @@ pub trait LanguageModel: Send + Sync {
         }
     }
 
+    /// Whether [`stream`](Self::stream) gives the same completion as [`complete`](Self::complete), text
+    /// pieces as they are generated included. A run streamed as updates
+    /// ([`RunStream`](crate::run::RunStream)) streams the calls of such a model, to show its text as it is
+    /// written, and makes the calls of any other whole. Default `false`; `LlamaModel` says `true`.
+    fn streams_tokens(&self) -> bool {
+        false
+    }
+
     /// Generates a full completion.
     ///
     /// Dropping the returned future cancels the generation.
@@ -88,7 +96,8 @@ pub trait LanguageModel: Send + Sync {
 
     /// Generates a completion as a stream of text pieces.
     ///
-    /// Dropping the stream cancels the generation. After the stream ends,
+    /// Dropping the stream cancels the generation. A model that cannot stream can answer with
+    /// [`TokenStream::from_future`] over its `complete`. After the stream ends,
     /// [`TokenStream::completion`] holds the whole completion and its usage.
     fn stream(&self, request: Request) -> TokenStream;
 
@@ -106,6 +115,9 @@ impl<M: LanguageModel + ?Sized> LanguageModel for std::sync::Arc<M> {
     }
     fn provider(&self) -> &str {
         (**self).provider()
+    }
+    fn streams_tokens(&self) -> bool {
+        (**self).streams_tokens()
     }
     async fn complete(&self, request: Request) -> Result<Completion> {
         (**self).complete(request).await

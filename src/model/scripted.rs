@@ -65,6 +65,10 @@ impl LanguageModel for ScriptedModel {
         "scripted"
     }
 
+    fn streams_tokens(&self) -> bool {
+        true
+    }
+
     async fn complete(&self, request: Request) -> Result<Completion> {
         self.next(request)
     }

@@ -6,6 +6,7 @@
 //! generation ends reaches the reader from the finished completion. So a reader that does not keep up costs
 //! a bounded channel plus one string, never an unbounded queue.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -140,11 +141,41 @@ impl TokenStream {
     }
 
     /// A stream whose request still has to be handed over by `submit` (for example, waiting for queue room).
-    #[cfg_attr(not(feature = "llama"), allow(dead_code))]
     pub(crate) fn with_submit(receiver: StreamReceiver, submit: BoxFuture<'static, Result<()>>) -> Self {
         let mut stream = Self::new(receiver);
         stream.submit = Some(submit);
         stream
+    }
+
+    /// A stream of a completion made by `completion`: its whole text as one piece, then its end. For a model
+    /// that cannot stream, to implement [`LanguageModel::stream`](super::LanguageModel::stream) with its
+    /// `complete`:
+    ///
+    /// ```
+    /// use slm_agents::model::{Completion, Request, TokenStream};
+    ///
+    /// # #[derive(Clone)] struct MyModel;
+    /// # impl MyModel { async fn complete(&self, _r: Request) -> slm_agents::Result<Completion> { unimplemented!() } }
+    /// # impl MyModel {
+    /// fn stream(&self, request: Request) -> TokenStream {
+    ///     let model = self.clone();
+    ///     TokenStream::from_future(async move { model.complete(request).await })
+    /// }
+    /// # }
+    /// ```
+    pub fn from_future(completion: impl Future<Output = Result<Completion>> + Send + 'static) -> Self {
+        let (mut sender, receiver) = channel();
+        let submit = async move {
+            match completion.await {
+                Ok(c) => {
+                    sender.text(&c.text);
+                    sender.finish(Ok(c));
+                }
+                Err(e) => sender.finish(Err(e)),
+            }
+            Ok(())
+        };
+        Self::with_submit(receiver, Box::pin(submit))
     }
 
     pub(crate) fn failed(error: Error) -> Self {

@@ -156,10 +156,10 @@ impl<'a> ModelCall<'a> {
         Ok((completion, value?))
     }
 
-    /// Calls the model; within a [`RunStream`](super::RunStream) that wants tokens, as a stream whose pieces
-    /// go to it.
+    /// Calls the model; within a [`RunStream`](super::RunStream) that wants tokens, and for a model that
+    /// streams them as it completes, as a stream whose pieces go to the run's stream.
     async fn call_model(&self, request: Request, call: u64) -> Result<Completion> {
-        match self.ctx.live().filter(|live| live.wants_tokens()) {
+        match self.ctx.live().filter(|live| live.wants_tokens() && self.model.streams_tokens()) {
             Some(live) => {
                 self.model
                     .stream(request)

@@ -45,9 +45,10 @@ pub enum RunUpdate<T> {
         /// The step of the caller's loop.
         step: usize,
     },
-    /// Text a model wrote, as it writes it. The pieces of one call add up to its output (before any
-    /// redacted values are restored: under [`Privacy::Redact`](crate::privacy::Privacy::Redact) a remote
-    /// model's pieces show the placeholders). Pieces the reader has not taken yet are joined into one.
+    /// Text a model wrote, as it writes it. The pieces of one call add up to its output. Pieces the reader
+    /// has not taken yet are joined into one. Only models that
+    /// [stream tokens](crate::model::LanguageModel::streams_tokens) (local ones: `LlamaModel`) send them; the
+    /// text of any other call comes whole with [`ModelCallFinished`](Self::ModelCallFinished).
     Token {
         /// The id of the model call ([`CallIds::id`] of its [`ModelCallStarted`](Self::ModelCallStarted)).
         call: u64,

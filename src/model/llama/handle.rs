@@ -176,6 +176,10 @@ impl LanguageModel for LlamaModel {
         "llama.cpp"
     }
 
+    fn streams_tokens(&self) -> bool {
+        true
+    }
+
     async fn complete(&self, request: Request) -> Result<Completion> {
         self.core.complete(request).await
     }
