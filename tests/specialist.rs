@@ -292,7 +292,12 @@ async fn every_tool_call_parses_names_an_own_tool_and_validates() {
     let (mut calls, mut right_tool, mut right_args) = (0, 0, 0);
     for (specialist, prompt, tool, args, result, tool_calls) in outcomes {
         let answer = result.unwrap_or_else(|e| panic!("{prompt}: {e}"));
-        assert!(answer.summary.len() <= 80);
+        assert!(
+            answer.summary.chars().count() <= 80,
+            "{prompt}: {:?} ({} chars)",
+            answer.summary,
+            answer.summary.chars().count()
+        );
         for call in &tool_calls {
             calls += 1;
             assert!(

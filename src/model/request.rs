@@ -87,8 +87,11 @@ impl Prompt {
 ///
 /// The default is greedy decoding: the most likely token at every step. It repeats exactly for the same model,
 /// prompt, thread count and batch layout, but not across them: llama.cpp adds floating-point numbers in an order
-/// that depends on the threads and on which requests share a batch, and where two tokens are nearly tied the
-/// choice can flip (seen on some prompts between 1 and 2 threads). A seeded sampler has the same limits.
+/// that depends on the threads and on which tokens share a batch, and where two tokens are nearly tied the
+/// choice can flip (seen on some prompts between 1 and 2 threads, and with fast-forward on and off, which
+/// decodes forced tokens in one batch: a title that began "2026" one way and "Meet" the other, at logprobs
+/// -2.687 and -2.702). A prompt decoded in full and one whose prefix came from the cache differ the same way.
+/// A lane that changes its threads under CPU contention changes this too. A seeded sampler has the same limits.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     /// Softmax temperature; `0.0` means greedy (always the most likely token).
@@ -297,10 +300,19 @@ pub struct Usage {
     pub cached_prompt_tokens: usize,
     /// Tokens generated.
     pub completion_tokens: usize,
+    /// Of the tokens generated, those a grammar forced: decoded together with the token before them rather
+    /// than each in a step of its own ([`LlamaModelBuilder::fast_forward`](crate::model::LlamaModelBuilder::fast_forward)).
+    /// A generation took `completion_tokens - forced_tokens` decode steps.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub forced_tokens: usize,
     /// Time from submitting the request to the first generated token.
     pub time_to_first_token: Duration,
     /// Time from submitting the request to its end.
     pub total_time: Duration,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Usage {

@@ -16,6 +16,8 @@ pub struct LlamaModelBuilder {
     pub(super) slots: usize,
     pub(super) batch_requests: Option<usize>,
     pub(super) prefix_cache: bool,
+    pub(super) fast_forward: bool,
+    pub(super) adapt_threads: bool,
     pub(super) context: usize,
     pub(super) batch: usize,
     pub(super) queue: usize,
@@ -74,6 +76,30 @@ impl LlamaModelBuilder {
     /// earlier request had shared its beginning: useful only to measure what the cache saves.
     pub fn prefix_cache(mut self, on: bool) -> Self {
         self.prefix_cache = on;
+        self
+    }
+
+    /// Turns fast-forward on or off (default on). On, the tokens a grammar leaves no choice about (a tool
+    /// call's braces and keys, the only tool name left, the rest of an enum value) are decoded together in
+    /// one step instead of one step each, so a constrained output costs fewer decode steps than free text.
+    /// Forced tokens are split by the model's own tokenizer, as they would be in any text it reads. It works
+    /// with byte-level BPE vocabularies (SmolLM2, Qwen, Llama 3); SentencePiece ones (Gemma) decode every
+    /// token. Requests that ask for log-probabilities are never fast-forwarded. Off: to measure what it
+    /// saves.
+    pub fn fast_forward(mut self, on: bool) -> Self {
+        self.fast_forward = on;
+        self
+    }
+
+    /// Whether a lane with several threads goes on with fewer while other processes want the cores (default
+    /// on; Linux). llama.cpp's threads wait for each other by spinning, so with more runnable threads than
+    /// cores one thread switched out stalls the rest: on 2 cores beside one busy process, 2-thread decoding
+    /// fell by 100x, while one thread kept its speed. The lane samples the machine's running threads while
+    /// it decodes (every 50 ms, `/proc/loadavg`) and, when the others leave it fewer cores than threads,
+    /// moves to a context with fewer (the requests in flight are decoded into it again, and cached prefixes
+    /// are lost); back to all its threads once the cores are free. Off: threads stay as set.
+    pub fn adapt_threads(mut self, on: bool) -> Self {
+        self.adapt_threads = on;
         self
     }
 
@@ -187,6 +213,8 @@ impl LlamaModelBuilder {
             slots: 4,
             batch_requests: None,
             prefix_cache: true,
+            fast_forward: true,
+            adapt_threads: true,
             adapters: Vec::new(),
             context: 2048,
             batch: 512,

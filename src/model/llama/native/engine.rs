@@ -9,6 +9,7 @@
 //! keeps the tokens its sequence holds in the KV cache, so a new request that shares a prefix with them (a
 //! specialist's instructions, an earlier turn of a chat) only decodes the rest.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,23 @@ pub(super) struct EngineConfig {
     pub(super) slot_context: u32,
     pub(super) batch: u32,
     pub(super) sliding_window: bool,
+    /// Whether the lane drops to fewer threads while other processes want the cores ([`Contention`]).
+    pub(super) adapt_threads: bool,
+}
+
+impl EngineConfig {
+    /// The parameters of a lane's context, with `threads` threads.
+    fn context_params(&self, threads: i32) -> LlamaContextParams {
+        let n_ctx = self.slots.saturating_mul(self.slot_context);
+        LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(self.batch)
+            .with_n_ubatch(self.batch)
+            .with_n_seq_max(self.slots)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            .with_swa_full(self.sliding_window)
+    }
 }
 
 /// What a handle can see of a lane (one worker and its context): its load and what its slots hold, so that
@@ -182,33 +200,13 @@ fn worker(
     ready: std::sync::mpsc::Sender<Result<u32>>,
 ) {
     let LaneShared { backend, model, view, create_lock, lora } = shared;
-    let n_ctx = config.slots.saturating_mul(config.slot_context);
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
-        .with_n_batch(config.batch)
-        .with_n_ubatch(config.batch)
-        .with_n_seq_max(config.slots)
-        .with_n_threads(config.threads)
-        .with_n_threads_batch(config.threads)
-        .with_swa_full(config.sliding_window);
-    let created = {
-        let _guard = create_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        model.new_context(backend, params)
-    };
-    let mut ctx = match created {
+    let ctx = match new_context(&model, backend, &create_lock, lora.as_ref(), &config, config.threads) {
         Ok(ctx) => ctx,
         Err(e) => {
-            let _ = ready.send(Err(Error::Backend { what: format!("cannot create a context of {n_ctx} tokens: {e}") }));
+            let _ = ready.send(Err(e));
             return;
         }
     };
-    if let Some((adapter, scale)) = &lora {
-        let mut adapter = adapter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = ctx.lora_adapter_set(&mut adapter, *scale) {
-            let _ = ready.send(Err(Error::Backend { what: format!("cannot apply the LoRA adapter: {e}") }));
-            return;
-        }
-    }
     let slot_context = ctx.n_ctx() / config.slots.max(1);
     if ready.send(Ok(slot_context)).is_err() {
         return;
@@ -219,6 +217,9 @@ fn worker(
         backend,
         view,
         create_lock,
+        lora,
+        threads: config.threads,
+        contention: Contention::new(),
         config: config.clone(),
         slot_context: slot_context as usize,
         ctx,
@@ -231,9 +232,121 @@ fn worker(
         scratch: Vec::new(),
         unlooped: Vec::new(),
         outputs: Vec::new(),
+        ff_limit: (config.batch / config.slots.max(1)).saturating_sub(1) as usize,
     };
     engine.run(&mut jobs);
     tracing::debug!("model worker stopped");
+}
+
+/// A context for a lane, with `threads` threads and its LoRA adapter applied.
+fn new_context<'m>(
+    model: &'m RawModel,
+    backend: &LlamaBackend,
+    create_lock: &Mutex<()>,
+    lora: Option<&(Arc<Mutex<LlamaLoraAdapter>>, f32)>,
+    config: &EngineConfig,
+    threads: i32,
+) -> Result<LlamaContext<'m>> {
+    let n_ctx = config.slots.saturating_mul(config.slot_context);
+    let created = {
+        let _guard = create_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        model.new_context(backend, config.context_params(threads))
+    };
+    let mut ctx =
+        created.map_err(|e| Error::Backend { what: format!("cannot create a context of {n_ctx} tokens: {e}") })?;
+    if let Some((adapter, scale)) = lora {
+        let mut adapter = adapter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ctx.lora_adapter_set(&mut adapter, *scale)
+            .map_err(|e| Error::Backend { what: format!("cannot apply the LoRA adapter: {e}") })?;
+    }
+    Ok(ctx)
+}
+
+/// Whether other processes want this machine's cores, sampled while the lane decodes.
+///
+/// llama.cpp's threads meet at a barrier after every operation of a decode step, and wait there by spinning
+/// (OpenMP spins for milliseconds before it sleeps). With more runnable threads than cores, a thread that is
+/// switched out holds all the others: on 2 cores beside one busy process, 2-thread decoding fell from ~190 to
+/// 0.5–2 tokens/s, while a single thread, which never waits at a barrier, kept ~170. So a lane with several
+/// threads counts the runnable threads that are not its own (`/proc/loadavg`'s running count, Linux) and,
+/// when they would leave it fewer cores than threads, goes on with fewer threads (a new context, into which
+/// its sequences' KV cells are copied), and back once the cores are free.
+struct Contention {
+    /// The other runnable threads seen, with when.
+    others: VecDeque<(Instant, f32)>,
+    last_switch: Instant,
+    /// The cores this process may use.
+    cores: usize,
+    /// The machine's online CPUs, which the running count is taken over (more than `cores` in a container
+    /// on a larger host, whose `/proc/loadavg` counts the whole host).
+    cpus: usize,
+    /// Whether the running count can be read here.
+    readable: bool,
+}
+
+impl Contention {
+    /// Samples further apart than this are not taken (a step is usually a few milliseconds).
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+    /// What a decision looks at: the samples of this last while...
+    const WINDOW: std::time::Duration = std::time::Duration::from_millis(400);
+    /// ...once they span this long (steps of a starved lane are slow: a few samples must do).
+    const SPAN: std::time::Duration = std::time::Duration::from_millis(250);
+    /// The least time between two switches.
+    const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new() -> Self {
+        Self {
+            others: VecDeque::new(),
+            last_switch: Instant::now(),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            cpus: online_cpus().unwrap_or(1),
+            readable: running_threads().is_some() && online_cpus().is_some(),
+        }
+    }
+
+    /// A new sample, taken while `ours` threads decode; the thread count the lane should use, if it should
+    /// change from `ours` (at most `most`).
+    fn sample(&mut self, ours: i32, most: i32) -> Option<i32> {
+        let now = Instant::now();
+        if !self.readable || self.others.back().is_some_and(|(t, _)| now.duration_since(*t) < Self::EVERY) {
+            return None;
+        }
+        let running = running_threads()?;
+        // Every thread of ours is counted as running (the count is taken between steps, when one of them
+        // reads it and the others may already be asleep): what is left is someone else's.
+        let others = running.saturating_sub(ours.max(1) as usize) as f32;
+        self.others.push_back((now, others));
+        while self.others.front().is_some_and(|(t, _)| now.duration_since(*t) > Self::WINDOW) {
+            self.others.pop_front();
+        }
+        let span = self.others.front().map_or(std::time::Duration::ZERO, |(t, _)| now.duration_since(*t));
+        if self.others.len() < 2 || span < Self::SPAN || self.last_switch.elapsed() < Self::SETTLE {
+            return None;
+        }
+        let mean = self.others.iter().map(|(_, o)| o).sum::<f32>() / self.others.len() as f32;
+        let free = (self.cpus as f32 - mean).round().max(1.0) as i32;
+        let want = free.min(self.cores as i32).min(most).max(1);
+        (want != ours).then_some(want)
+    }
+
+    fn switched(&mut self) {
+        self.last_switch = Instant::now();
+        self.others.clear();
+    }
+}
+
+/// The machine's online CPUs (the `cpuN` lines of `/proc/stat`).
+fn online_cpus() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let n =
+        text.lines().filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).count();
+    (n > 0).then_some(n)
+}
+
+/// Runnable threads on the machine now (the fourth field of `/proc/loadavg`, `running/total`).
+fn running_threads() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().nth(3)?.split('/').next()?.parse().ok()
 }
 
 struct Slot {
@@ -248,8 +361,10 @@ struct Active {
     prompt: Vec<LlamaToken>,
     /// Prompt tokens now in the KV cache (during prefill equal to `cached.len()`).
     prefilled: usize,
-    /// Sampled but not yet decoded.
-    pending: Option<LlamaToken>,
+    /// Sampled (and forced after it) but not yet decoded.
+    pending: Vec<LlamaToken>,
+    /// Generated tokens the grammar forced (decoded without a step of their own).
+    forced: usize,
     sampling: Sampling,
     rng: Rng,
     matcher: Option<Matcher>,
@@ -272,6 +387,10 @@ struct Engine<'m> {
     backend: &'static LlamaBackend,
     view: Arc<LaneView>,
     create_lock: Arc<Mutex<()>>,
+    lora: Option<(Arc<Mutex<LlamaLoraAdapter>>, f32)>,
+    /// The threads the context decodes with now.
+    threads: i32,
+    contention: Contention,
     config: EngineConfig,
     slot_context: usize,
     ctx: LlamaContext<'m>,
@@ -284,6 +403,8 @@ struct Engine<'m> {
     unlooped: Vec<f32>,
     /// (slot index, batch index) of the logits requested in the current step.
     outputs: Vec<(usize, i32)>,
+    /// The most forced tokens a slot decodes after its sampled one in a step (its share of a batch).
+    ff_limit: usize,
 }
 
 impl Engine<'_> {
@@ -304,6 +425,11 @@ impl Engine<'_> {
                 self.accept(job);
             }
             if !self.is_idle() {
+                if self.config.adapt_threads && self.config.threads > 1 {
+                    if let Some(threads) = self.contention.sample(self.threads, self.config.threads) {
+                        self.switch_threads(threads);
+                    }
+                }
                 self.step();
             }
         }
@@ -367,7 +493,8 @@ impl Engine<'_> {
         slot.active = Some(Active {
             prompt: job.prompt,
             prefilled: keep,
-            pending: None,
+            pending: Vec::new(),
+            forced: 0,
             rng: Rng::new(job.sampling.seed),
             sampling: job.sampling,
             matcher: job.matcher,
@@ -397,14 +524,20 @@ impl Engine<'_> {
         let capacity = self.config.batch as usize;
         let mut n = 0usize;
         let mut add_failed = false;
-        // Generating slots first: one token each.
+        // Generating slots first: the token sampled last, and the tokens the grammar forced after it; the logits
+        // of the last one give the next.
         for (idx, slot) in self.slots.iter_mut().enumerate() {
             let Some(active) = slot.active.as_mut() else { continue };
-            let Some(token) = active.pending.take() else { continue };
-            add_failed |= self.batch.add(token, slot.cached.len() as i32, &[slot.seq], true).is_err();
-            slot.cached.push(token);
-            self.outputs.push((idx, n as i32));
-            n += 1;
+            let last = active.pending.len();
+            for (k, token) in active.pending.drain(..).enumerate() {
+                let logits = k + 1 == last;
+                add_failed |= self.batch.add(token, slot.cached.len() as i32, &[slot.seq], logits).is_err();
+                slot.cached.push(token);
+                if logits {
+                    self.outputs.push((idx, n as i32));
+                }
+                n += 1;
+            }
         }
         // Then chunks of prompts, as far as the batch allows.
         for (idx, slot) in self.slots.iter_mut().enumerate() {
@@ -446,6 +579,54 @@ impl Engine<'_> {
             self.sample_slot(idx, batch_idx);
         }
         self.outputs = outputs;
+    }
+
+    /// Goes on with `threads` threads: a new context, into which every slot's state (its KV cells: the
+    /// request in flight, or the prefix it caches) is copied. A slot whose state cannot be copied loses its
+    /// cache, and its request, if any, fails.
+    fn switch_threads(&mut self, threads: i32) {
+        use llama_cpp_2::context::session::LlamaStateSeqFlags;
+        self.contention.switched();
+        let started = Instant::now();
+        let mut ctx =
+            match new_context(self.model, self.backend, &self.create_lock, self.lora.as_ref(), &self.config, threads) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    tracing::warn!(error = %e, threads, "cannot change the lane's threads");
+                    return;
+                }
+            };
+        let mut copied = 0;
+        for idx in 0..self.slots.len() {
+            let slot = &mut self.slots[idx];
+            if slot.cached.is_empty() {
+                continue;
+            }
+            let moved = self
+                .ctx
+                .state_seq_get(slot.seq, LlamaStateSeqFlags::empty())
+                .and_then(|state| ctx.state_seq_set(&state, slot.seq));
+            match moved {
+                Ok(()) => copied += slot.cached.len(),
+                Err(e) => {
+                    tracing::warn!(error = %e, seq = slot.seq, "cannot copy a sequence's state to the new context");
+                    slot.cached.clear();
+                    self.view.set_cached(idx, &[]);
+                    if let Some(active) = slot.active.take() {
+                        active.end(Err(Error::Decode { reason: "the request's state could not be moved".into() }));
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            from = self.threads,
+            to = threads,
+            tokens = copied,
+            ms = started.elapsed().as_millis() as u64,
+            "CPU contention changed: the lane decodes with {threads} threads"
+        );
+        self.ctx = ctx;
+        self.threads = threads;
     }
 
     fn fail_batch(&mut self, reason: &str) {
@@ -515,28 +696,61 @@ impl Engine<'_> {
                 return;
             }
         }
-        active.generated += 1;
-        let piece = vocab.token_to_piece(token, false, None);
-        match active.text.push(&piece) {
-            Added::Continue(text) => active.sink.text(text),
-            Added::Stopped(text) => {
-                active.sink.text(text);
-                finish(slot, FinishReason::Stop);
-                return;
+        // What the grammar forces next (none with an approximate token environment, or when log-probabilities
+        // are asked for: a forced token has none), as far as the request's budget, the slot's context and
+        // its share of a batch allow.
+        let room = (active.max_tokens.saturating_sub(active.generated + 1))
+            .min(self.slot_context.saturating_sub(slot.cached.len() + 1))
+            .min(self.ff_limit);
+        let forced = match active.matcher.as_mut() {
+            Some(m) if room > 0 && active.logprobs.is_none() => {
+                let mut forced = m.compute_ff_tokens();
+                forced.truncate(room);
+                if !forced.is_empty() {
+                    if let Err(e) = m.consume_tokens(&forced) {
+                        if let Some(active) = slot.active.take() {
+                            active.end(Err(Error::Decode { reason: format!("constraint failed: {e}") }));
+                        }
+                        return;
+                    }
+                }
+                forced
             }
+            _ => Vec::new(),
+        };
+        active.pending.clear();
+        for (k, t) in std::iter::once(token.0 as u32).chain(forced.iter().copied()).enumerate() {
+            let t = LlamaToken(t as i32);
+            active.generated += 1;
+            if k > 0 {
+                active.forced += 1;
+                active.history.push(t.0 as u32);
+            }
+            active.pending.push(t);
+            let piece = vocab.token_to_piece(t, false, None);
+            match active.text.push(&piece) {
+                Added::Continue(text) => active.sink.text(text),
+                Added::Stopped(text) => {
+                    active.sink.text(text);
+                    finish(slot, FinishReason::Stop);
+                    return;
+                }
+            }
+        }
+        if !forced.is_empty() {
+            tracing::trace!(seq = slot.seq, forced = forced.len(), "tokens forced by the grammar");
         }
         let reason = if active.matcher.as_ref().is_some_and(Matcher::is_stopped) {
             Some(FinishReason::EndOfText)
         } else if active.generated >= active.max_tokens {
             Some(FinishReason::MaxTokens)
-        } else if slot.cached.len() >= self.slot_context {
+        } else if slot.cached.len() + active.pending.len() >= self.slot_context {
             Some(FinishReason::ContextFull)
         } else {
             None
         };
-        match reason {
-            Some(reason) => finish(slot, reason),
-            None => active.pending = Some(token),
+        if let Some(reason) = reason {
+            finish(slot, reason);
         }
     }
 
@@ -593,6 +807,7 @@ fn finish(slot: &mut Slot, reason: FinishReason) {
             prompt_tokens: active.prompt.len(),
             cached_prompt_tokens: active.cached_prompt_tokens,
             completion_tokens: active.generated,
+            forced_tokens: active.forced,
             time_to_first_token: first.duration_since(active.submitted),
             total_time: end.duration_since(active.submitted),
         },

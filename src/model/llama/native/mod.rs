@@ -11,6 +11,7 @@ pub(crate) mod gguf;
 mod sample;
 mod template;
 mod text;
+mod tokenv;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -94,6 +95,8 @@ struct Prep {
     template: Option<ChatTemplate>,
     slot_context: usize,
     guidance: OnceLock<std::result::Result<ParserFactory, String>>,
+    /// Whether grammars force tokens ([`LlamaModelBuilder::fast_forward`]).
+    fast_forward: bool,
     /// Requests sent to the desk and not yet handed to a lane.
     waiting: AtomicUsize,
 }
@@ -235,6 +238,7 @@ impl Core {
                 slot_context: settings.context as u32,
                 batch: settings.batch as u32,
                 sliding_window: info.sliding_window.is_some(),
+                adapt_threads: settings.adapt_threads,
             },
             create_lock: Arc::new(Mutex::new(())),
             queue: settings.queue,
@@ -253,6 +257,7 @@ impl Core {
             template,
             slot_context,
             guidance: OnceLock::new(),
+            fast_forward: settings.fast_forward,
             waiting: AtomicUsize::new(0),
         });
         let desk = spawn_desk(Arc::clone(&prep), settings.queue, thread_name("slmd", &name))?;
@@ -636,7 +641,7 @@ impl Prep {
     fn guidance(&self) -> Result<&ParserFactory> {
         let factory = self.guidance.get_or_init(|| {
             let started = Instant::now();
-            let env = llama_cpp_2::sampling::LlamaSampler::llguidance_tok_env(&self.model);
+            let env = tokenv::LlamaTokEnv::build(&self.model, self.fast_forward);
             let mut factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
             factory.quiet();
             tracing::debug!(ms = started.elapsed().as_millis() as u64, "grammar engine ready");
