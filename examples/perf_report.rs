@@ -8,8 +8,18 @@
 //! - `decode_ratio_vs_raw <x>`: SDK decode tokens/s over a raw llama-cpp-2 decode loop (same model, prompt,
 //!   threads, greedy). The raw loop runs in a child process, because llama.cpp's backend may be initialised only
 //!   once per process; rounds alternate between the two so machine noise hits both alike. Target ≥ 0.98.
-//! - `constrained_ratio <x>`: SDK tokens/s under a JSON-Schema constraint over unconstrained tokens/s.
-//!   Target ≥ 0.95.
+//! - `constrained_ratio <x>`: SDK tokens/s under a JSON-Schema constraint over unconstrained tokens/s (same
+//!   request), with fast-forward: tokens the grammar forces are decoded together. Target ≥ 1.10. Also
+//!   printed: `constrained_ratio_without_fast_forward`.
+//! - `tool_call_decode_steps_ratio <x>`: decode steps of a specialist's tool calls (4 typical requests, the
+//!   first turn) with fast-forward over without. Target ≤ 0.7. `fast_forward_outputs_agree n/m`: of those
+//!   calls and the meeting object, how many came out the same with and without.
+//! - `contention_slowdown <x>`: 4 specialist turns at once on a model with all the machine's threads, beside
+//!   one busy process (a child spinning one thread) over alone. Target ≤ 2.5 (a fair share is about 2).
+//!   `contention_slowdown_wide`: the same beside a process that spins a thread per core.
+//!   `--contention-without-adapting` also prints `contention_slowdown_without_adapting`, the same with the
+//!   lane's thread adaptation off (`LlamaModelBuilder::adapt_threads(false)`); `--contention-only` prints
+//!   just these figures, with and without adapting.
 //! - `prefix_ttft_ratio <x>`: time to first token of a request whose ~300-token specialist prompt is cached
 //!   (warm) over one whose prompt is not (cold). Target ≤ 0.12.
 //! - `concurrent_4_ratio <x>`: aggregate tokens/s of 4 concurrent requests over the same 4 run one after the
@@ -58,6 +68,15 @@ struct Args {
     /// Internal: measure the memory of N specialists each with its own model.
     #[arg(long, hide = true)]
     memory_child_separate: Option<usize>,
+    /// Internal: spin on N threads until killed (the competing process of `contention_slowdown`).
+    #[arg(long, hide = true)]
+    busy_child: Option<usize>,
+    /// Also measure `contention_slowdown` with thread adaptation off (slow: minutes).
+    #[arg(long)]
+    contention_without_adapting: bool,
+    /// Measure only `contention_slowdown`, with and without thread adaptation.
+    #[arg(long)]
+    contention_only: bool,
 }
 
 impl Args {
@@ -68,6 +87,30 @@ impl Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(threads) = args.busy_child {
+        let spin = || {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        };
+        for _ in 1..threads {
+            std::thread::spawn(spin);
+        }
+        spin();
+    }
+    if args.contention_only {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+        let wide = std::thread::available_parallelism().map_or(2, usize::from);
+        println!("contention_slowdown {:.3}", contention(&args, true, 1)?);
+        println!("contention_slowdown_wide {:.3}", contention(&args, true, wide)?);
+        println!("contention_slowdown_without_adapting {:.3}", contention(&args, false, 1)?);
+        println!("contention_slowdown_wide_without_adapting {:.3}", contention(&args, false, wide)?);
+        return Ok(());
+    }
     if args.raw_child {
         let (tokens, tps) = raw_decode(&args)?;
         println!("{tokens} {tps}");
@@ -125,12 +168,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let constrained_ratio = median(&constrained) / median(&free);
     drop(model);
 
+    let ff = fast_forward(&args)?;
+    let wide = std::thread::available_parallelism().map_or(2, usize::from);
+    let slowdown = contention(&args, true, 1)?;
+    let slowdown_wide = contention(&args, true, wide)?;
+    let slowdown_fixed = if args.contention_without_adapting { Some(contention(&args, false, 1)?) } else { None };
+
     let prefix_ratio = prefix_ttft(&args)?;
     let (concurrent, vs_one_lane, batched) = concurrency(&args)?;
     let (memory_ratio, separate_ratio) = memory(&args)?;
 
     println!("decode_ratio_vs_raw {decode_ratio:.3}");
     println!("constrained_ratio {constrained_ratio:.3}");
+    println!("tool_call_decode_steps_ratio {:.3}", ff.steps_ratio);
+    println!("constrained_ratio_without_fast_forward {:.3}", ff.constrained_ratio_off);
+    println!("fast_forward_outputs_agree {}/{}", ff.agree, ff.cases);
+    println!("contention_slowdown {slowdown:.3}");
+    println!("contention_slowdown_wide {slowdown_wide:.3}");
+    if let Some(fixed) = slowdown_fixed {
+        println!("contention_slowdown_without_adapting {fixed:.3}");
+    }
     println!("prefix_ttft_ratio {prefix_ratio:.3}");
     println!("concurrent_4_ratio {concurrent:.3}");
     println!("concurrent_4_ratio_vs_one_lane {vs_one_lane:.3}");
@@ -303,6 +360,166 @@ struct Meeting {
     duration_minutes: u32,
     #[schemars(length(max = 8), inner(length(max = 40)))]
     attendees: Vec<String>,
+}
+
+/// What fast-forward does: from models loaded with it on and off.
+struct FastForward {
+    /// Decode steps of a specialist's tool calls with it over without.
+    steps_ratio: f64,
+    /// `constrained_ratio` with it off, for comparison.
+    constrained_ratio_off: f64,
+    /// Cases whose output is the same with and without it.
+    agree: usize,
+    cases: usize,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)] // Read by the grammar, not by the tool.
+struct Flights {
+    /// Departure city
+    #[schemars(length(max = 40))]
+    from: String,
+    /// Arrival city
+    #[schemars(length(max = 40))]
+    to: String,
+    /// Day of the week
+    day: Weekday,
+}
+
+#[derive(Deserialize, JsonSchema)]
+enum Weekday {
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)] // Read by the grammar, not by the tool.
+struct Hotels {
+    /// City to stay in
+    #[schemars(length(max = 40))]
+    city: String,
+    /// Nights
+    #[schemars(range(min = 1, max = 30))]
+    nights: u32,
+}
+
+/// Typical specialist turns: a tool call each.
+const TOOL_TASKS: [&str; 4] = [
+    "Find me a flight from Tel Aviv to Rome on Friday",
+    "I need a hotel in Lisbon for 3 nights",
+    "Any flights from Paris to Berlin on Monday?",
+    "Book somewhere to stay in Madrid for two nights",
+];
+
+fn tool_specialist(model: &LlamaModel) -> slm_agents::Result<ModelSpecialist> {
+    ModelSpecialist::builder("travel")
+        .model(model.clone())
+        .instructions("You are a travel agent. Call search_flights or search_hotels for the request.")
+        .tool_dyn(std::sync::Arc::new(tool_fn(
+            "search_flights",
+            "Find flights from one city to another on a day of the week",
+            |_: Flights| async move { Ok::<_, std::io::Error>("[]") },
+        )))
+        .tool_dyn(std::sync::Arc::new(tool_fn(
+            "search_hotels",
+            "Find hotels in a city for a number of nights",
+            |_: Hotels| async move { Ok::<_, std::io::Error>("[]") },
+        )))
+        .max_steps(1)
+        .build()
+}
+
+/// The wall time of 4 specialist turns at once on a model with all the machine's threads, with a busy process
+/// spinning `busy_threads` threads beside it over without; medians of 3 each, the first beside run included
+/// (the lane has to notice the busy process).
+fn contention(args: &Args, adapt: bool, busy_threads: usize) -> Result<f64, Box<dyn std::error::Error>> {
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let model = LlamaModel::builder(&args.model).threads(threads).adapt_threads(adapt).load()?;
+    let specialist = tool_specialist(&model)?;
+    let ctx = RunContext::new();
+    let workload = || {
+        let t = Instant::now();
+        futures::executor::block_on(futures::future::join_all(
+            TOOL_TASKS.iter().map(|task| specialist.decide(task.to_string(), &ctx)),
+        ));
+        t.elapsed().as_secs_f64()
+    };
+    workload();
+    let alone: Vec<f64> = (0..3).map(|_| workload()).collect();
+    let mut busy = Command::new(std::env::current_exe()?).arg("--busy-child").arg(busy_threads.to_string()).spawn()?;
+    // Let the busy process get going.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let beside: Vec<f64> = (0..3).map(|_| workload()).collect();
+    busy.kill()?;
+    busy.wait()?;
+    let (a, b) = (median(&alone), median(&beside));
+    eprintln!(
+        "  contention ({threads} threads, adapting {}): 4 turns {a:.2}s alone, {b:.2}s beside a process spinning {busy_threads} threads",
+        if adapt { "on" } else { "off" }
+    );
+    Ok(b / a)
+}
+
+/// Decode steps, outputs and constrained speed with fast-forward on and off.
+fn fast_forward(args: &Args) -> Result<FastForward, Box<dyn std::error::Error>> {
+    // No prefix cache: each request decodes its whole prompt, so that the two models start every request from
+    // the same state (a cached prefix is computed in other batch shapes, and greedy decoding can tip on that).
+    let load = |on: bool| {
+        LlamaModel::builder(&args.model).threads(args.threads).slots(1).prefix_cache(false).fast_forward(on).load()
+    };
+    let (on, off) = (load(true)?, load(false)?);
+    let (s_on, s_off) = (tool_specialist(&on)?, tool_specialist(&off)?);
+    let (mut steps_on, mut steps_off, mut agree, mut cases) = (0, 0, 0, 0);
+    for task in TOOL_TASKS {
+        let mut outputs = Vec::new();
+        for (specialist, steps) in [(&s_on, &mut steps_on), (&s_off, &mut steps_off)] {
+            let events = std::sync::Arc::new(MemoryRecorder::default());
+            let ctx = RunContext::new().with_recorder(events.clone());
+            // One turn: the call is decided and recorded; what the tool answers does not matter here.
+            let _ = futures::executor::block_on(specialist.decide(task.to_string(), &ctx));
+            let call = events.model_calls().into_iter().next().ok_or("no model call")?;
+            let usage = call.usage.unwrap_or_default();
+            *steps += usage.completion_tokens - usage.forced_tokens;
+            outputs.push(call.output.unwrap_or_default());
+        }
+        eprintln!("  tool call: {}", outputs[0]);
+        if outputs[0] != outputs[1] {
+            eprintln!("  without fast-forward: {}", outputs[1]);
+        }
+        cases += 1;
+        agree += usize::from(outputs[0] == outputs[1]);
+    }
+    let steps_ratio = steps_on as f64 / steps_off.max(1) as f64;
+    eprintln!("  tool calls: {steps_on} decode steps with fast-forward, {steps_off} without");
+    // The meeting object, with and without, and the same request unconstrained on the model without.
+    let (mut constrained_off, mut free) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds.max(3) {
+        // Raw completions under the schema: an output that does not parse is still an output to compare.
+        let schema = OutputSchema::of::<Meeting>()?;
+        let constrained = || meeting_request().with_constraint(schema.constraint());
+        let g_on = futures::executor::block_on(on.complete(constrained()))?;
+        let g_off = futures::executor::block_on(off.complete(constrained()))?;
+        let u = futures::executor::block_on(off.complete(meeting_request().with_max_tokens(64)))?;
+        constrained_off.push(g_off.usage.decode_tokens_per_second());
+        free.push(u.usage.decode_tokens_per_second());
+        if cases == TOOL_TASKS.len() {
+            eprintln!(
+                "  meeting: {} of {} tokens forced; {}",
+                g_on.usage.forced_tokens, g_on.usage.completion_tokens, g_on.text
+            );
+            cases += 1;
+            agree += usize::from(g_on.text == g_off.text);
+            if g_on.text != g_off.text {
+                eprintln!("  without fast-forward: {}", g_off.text);
+            }
+        }
+    }
+    Ok(FastForward { steps_ratio, constrained_ratio_off: median(&constrained_off) / median(&free), agree, cases })
 }
 
 fn meeting_request() -> Request {

@@ -19,7 +19,8 @@
 //! as a stream, and the ratio of the median wall times.
 //!
 //! `--baseline` runs with the prefix cache and parallelism off (one sequence at a time); `--compare` runs
-//! both and prints the ratio of their wall times.
+//! both and prints the ratio of their wall times, and a fresh model's first request with fast-forward (tokens
+//! the grammar forces decoded together) over the same without (`--no-fast-forward`).
 
 mod trip;
 
@@ -79,6 +80,9 @@ struct Options {
     /// Runs with and without them and prints the ratio of their wall times.
     #[arg(long)]
     compare: bool,
+    /// Decodes every token, also those the grammar forces (fast-forward off).
+    #[arg(long)]
+    no_fast_forward: bool,
     /// Measures the update stream's cost: runs the request N times plainly and N times as a stream.
     #[arg(long, value_name = "N")]
     stream_overhead: Option<usize>,
@@ -145,7 +149,7 @@ impl Progress {
 const WARM_UP_REQUEST: &str = "Plan me a weekend in Rome";
 
 fn load(o: &Options, baseline: bool) -> Result<LlamaModel, Box<dyn std::error::Error>> {
-    let builder = LlamaModel::builder(&o.model).threads(o.threads);
+    let builder = LlamaModel::builder(&o.model).threads(o.threads).fast_forward(!o.no_fast_forward);
     let builder = if baseline {
         // One sequence at a time, every prompt decoded in full.
         builder.lanes(1).slots(1).prefix_cache(false)
@@ -301,6 +305,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             reply.map_err(|e| chain(&e))?;
             walls.push(wall.as_secs_f64());
         }
+        // Fast-forward: a fresh model's first request with it and without, alternately, twice each.
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for round in 0..4 {
+            let off = (round % 2 == 1) != (round >= 2);
+            let slm = load(&Options { no_fast_forward: off, ..o.clone() }, false)?;
+            let graph = planner.graph(&slm)?;
+            let (reply, wall, events) = run(&graph, &o.request, None, Mode::Plain)?;
+            reply.map_err(|e| chain(&e))?;
+            let (steps, forced) = events.iter().fold((0, 0), |(s, f), e| match e {
+                RunEvent::ModelCall(m) => {
+                    let u = m.usage.unwrap_or_default();
+                    (s + u.completion_tokens - u.forced_tokens, f + u.forced_tokens)
+                }
+                _ => (s, f),
+            });
+            eprintln!(
+                "  first request, fast-forward {}: {:.2}s, {steps} decode steps, {forced} tokens forced",
+                if off { "off" } else { "on" },
+                wall.as_secs_f64()
+            );
+            if off { &mut without } else { &mut with }.push(wall.as_secs_f64());
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (ff_on, ff_off) = (mean(&with), mean(&without));
         let (ours, no_cache, nothing) = (walls[0], walls[1], walls[2]);
         println!("compare, after serving one other request (first request: {:.2}s):", wall.as_secs_f64());
         println!("  {ours:.2}s  prefix cache on, requests batched, {} threads", o.threads);
@@ -310,6 +338,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ours / no_cache
         );
         println!("  {nothing:.2}s  no prefix cache, one sequence at a time, 1 thread: ratio {:.2}", ours / nothing);
+        println!("first request of a fresh model, mean of 2 each:");
+        println!("  {ff_on:.2}s  fast-forward on");
+        println!("  {ff_off:.2}s  fast-forward off: ratio {:.2}", ff_on / ff_off);
     }
     Ok(())
 }
