@@ -102,6 +102,9 @@ struct Args {
     #[arg(long, value_parser = on_off, default_value = "off", action = clap::ArgAction::Set)]
     ground_strings: bool,
     /// Prints the summary as one JSON line.
+    /// Decodes the tokens the grammar forces together with the token before them (fast-forward).
+    #[arg(long)]
+    fast_forward: bool,
     #[arg(long)]
     json: bool,
     /// Writes the per-case results (JSON Lines) to this file.
@@ -138,7 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cases
     };
 
-    let mut builder = LlamaModel::builder(&model_path);
+    let mut builder = LlamaModel::builder(&model_path).fast_forward(a.fast_forward);
     if let Some(t) = threads {
         builder = builder.threads(t);
     }

@@ -120,7 +120,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", memory_child(&args, specialists, separate)?);
         return Ok(());
     }
-    let model = LlamaModel::builder(&args.model).threads(args.threads).slots(1).load()?;
+    // Fast-forward on, as `constrained_ratio` measures it (it is off by default; see `fast_forward` below).
+    let model = LlamaModel::builder(&args.model).threads(args.threads).slots(1).fast_forward(true).load()?;
     eprintln!("model {} | threads {} | rounds {}", model.name(), args.threads, args.rounds);
 
     // Warm up: first requests build the grammar engine and touch the weights.

@@ -1,6 +1,7 @@
 //! Fast-forward on the real models: tokens a grammar forces are decoded together, split as the model's own
-//! tokenizer splits them, so tool calls take far fewer decode steps and come out as they do without it;
-//! budgets still hold; SentencePiece vocabularies and requests for log-probabilities decode every token.
+//! tokenizer splits them, so tool calls take far fewer decode steps and mostly come out as they do without it;
+//! budgets still hold; SentencePiece vocabularies and requests for log-probabilities decode every token; it is
+//! off by default.
 
 mod support;
 
@@ -177,7 +178,7 @@ fn typed_output_agrees_and_budgets_still_hold() {
 
 #[test]
 fn a_sentencepiece_vocabulary_decodes_every_token() {
-    let gemma = support::gemma();
+    let gemma = LlamaModel::builder(support::gemma_path()).threads(1).fast_forward(true).load().unwrap();
     let schema = OutputSchema::of::<Contact>().unwrap();
     let request = Request::raw("Dana is 34, write to dana@example.com. As JSON: ")
         .with_max_tokens(64)
@@ -185,4 +186,16 @@ fn a_sentencepiece_vocabulary_decodes_every_token() {
     let c = futures::executor::block_on(gemma.complete(request)).unwrap();
     assert!(c.usage.completion_tokens > 0);
     assert_eq!(c.usage.forced_tokens, 0, "{}", c.text);
+}
+
+#[test]
+fn it_is_off_by_default() {
+    let model = support::smollm2();
+    let schema = OutputSchema::of::<Contact>().unwrap();
+    let request = Request::chat([Message::user("Dana is 34, write to dana@example.com")])
+        .with_max_tokens(64)
+        .with_constraint(schema.constraint());
+    let c = futures::executor::block_on(model.complete(request)).unwrap();
+    assert!(c.usage.completion_tokens > 0);
+    assert_eq!(c.usage.forced_tokens, 0);
 }

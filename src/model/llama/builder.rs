@@ -79,13 +79,16 @@ impl LlamaModelBuilder {
         self
     }
 
-    /// Turns fast-forward on or off (default on). On, the tokens a grammar leaves no choice about (a tool
+    /// Turns fast-forward on or off (default off). On, the tokens a grammar leaves no choice about (a tool
     /// call's braces and keys, the only tool name left, the rest of an enum value) are decoded together in
-    /// one step instead of one step each, so a constrained output costs fewer decode steps than free text.
-    /// Forced tokens are split by the model's own tokenizer, as they would be in any text it reads. It works
-    /// with byte-level BPE vocabularies (SmolLM2, Qwen, Llama 3); SentencePiece ones (Gemma) decode every
-    /// token. Requests that ask for log-probabilities are never fast-forwarded. Off: to measure what it
-    /// saves.
+    /// one step instead of one step each, so a constrained output costs fewer decode steps than free text
+    /// (about 0.3x the steps of a tool call, 1.15x the tokens/s of free text, measured on SmolLM2-135M).
+    /// Forced tokens are split by the model's own tokenizer, as they would be in any text it reads; left to
+    /// itself under the grammar, a model sometimes splits them otherwise, and what it writes next can change:
+    /// on SmolLM2-135M, BFCL's simple_python development split scored 45% with it and 49% without. So it is
+    /// off unless set: turn it on where speed matters, after checking your task's accuracy with the `eval`
+    /// module. It works with byte-level BPE vocabularies (SmolLM2, Qwen, Llama 3); SentencePiece ones (Gemma)
+    /// decode every token. Requests that ask for log-probabilities are never fast-forwarded.
     pub fn fast_forward(mut self, on: bool) -> Self {
         self.fast_forward = on;
         self
@@ -213,7 +216,7 @@ impl LlamaModelBuilder {
             slots: 4,
             batch_requests: None,
             prefix_cache: true,
-            fast_forward: true,
+            fast_forward: false,
             adapt_threads: true,
             adapters: Vec::new(),
             context: 2048,
