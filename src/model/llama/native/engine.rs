@@ -295,12 +295,13 @@ impl Contention {
     const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
     fn new() -> Self {
+        let cpus = online_cpus();
         Self {
             others: VecDeque::new(),
             last_switch: Instant::now(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
-            cpus: online_cpus().unwrap_or(1),
-            readable: running_threads().is_some() && online_cpus().is_some(),
+            cpus: cpus.unwrap_or(1),
+            readable: cpus.is_some() && running_threads().is_some(),
         }
     }
 
@@ -612,9 +613,7 @@ impl Engine<'_> {
                     tracing::warn!(error = %e, seq = slot.seq, "cannot copy a sequence's state to the new context");
                     slot.cached.clear();
                     self.view.set_cached(idx, &[]);
-                    if let Some(active) = slot.active.take() {
-                        active.end(Err(Error::Decode { reason: "the request's state could not be moved".into() }));
-                    }
+                    fail(slot, "the request's state could not be moved".into());
                 }
             }
         }
@@ -678,9 +677,7 @@ impl Engine<'_> {
         let token = match sampled {
             Ok(t) => LlamaToken(t as i32),
             Err(e) => {
-                if let Some(active) = slot.active.take() {
-                    active.end(Err(Error::Decode { reason: format!("constraint failed: {}", e.0) }));
-                }
+                fail(slot, format!("constraint failed: {}", e.0));
                 return;
             }
         };
@@ -690,9 +687,7 @@ impl Engine<'_> {
         }
         if let Some(m) = active.matcher.as_mut() {
             if let Err(e) = m.consume_token(token.0 as u32) {
-                if let Some(active) = slot.active.take() {
-                    active.end(Err(Error::Decode { reason: format!("constraint failed: {e}") }));
-                }
+                fail(slot, format!("constraint failed: {e}"));
                 return;
             }
         }
@@ -708,9 +703,7 @@ impl Engine<'_> {
                 forced.truncate(room);
                 if !forced.is_empty() {
                     if let Err(e) = m.consume_tokens(&forced) {
-                        if let Some(active) = slot.active.take() {
-                            active.end(Err(Error::Decode { reason: format!("constraint failed: {e}") }));
-                        }
+                        fail(slot, format!("constraint failed: {e}"));
                         return;
                     }
                 }
@@ -789,6 +782,13 @@ impl Engine<'_> {
             out.push(if norm > 0.0 { emb.iter().map(|x| x / norm).collect() } else { emb.to_vec() });
         }
         Ok(out)
+    }
+}
+
+/// Ends the slot's request, if any, with a decode error.
+fn fail(slot: &mut Slot, reason: String) {
+    if let Some(active) = slot.active.take() {
+        active.end(Err(Error::Decode { reason }));
     }
 }
 
