@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use slm_agents::eval::{bfcl, Evaluation, Outcome};
+use slm_agents::model::FastForward;
 use slm_agents::prelude::*;
 use slm_agents::specialist::ToolFormat;
 
@@ -44,6 +45,15 @@ impl std::fmt::Display for Limit {
 }
 
 /// `on` or `off`.
+fn fast_forward_mode(text: &str) -> Result<FastForward, String> {
+    match text {
+        "off" => Ok(FastForward::Off),
+        "confirmed" => Ok(FastForward::Confirmed),
+        "forced" => Ok(FastForward::Forced),
+        _ => Err(format!("`{text}`: off, confirmed or forced")),
+    }
+}
+
 fn on_off(text: &str) -> Result<bool, String> {
     match text {
         "on" => Ok(true),
@@ -101,10 +111,10 @@ struct Args {
     /// Holds strings to spans of the request: on or off.
     #[arg(long, value_parser = on_off, default_value = "off", action = clap::ArgAction::Set)]
     ground_strings: bool,
+    /// How the tokens the grammar forces are decoded: off, confirmed (a draft the model confirms) or forced.
+    #[arg(long, value_parser = fast_forward_mode, default_value = "off")]
+    fast_forward: FastForward,
     /// Prints the summary as one JSON line.
-    /// Decodes the tokens the grammar forces together with the token before them (fast-forward).
-    #[arg(long)]
-    fast_forward: bool,
     #[arg(long)]
     json: bool,
     /// Writes the per-case results (JSON Lines) to this file.

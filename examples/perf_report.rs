@@ -9,11 +9,14 @@
 //!   threads, greedy). The raw loop runs in a child process, because llama.cpp's backend may be initialised only
 //!   once per process; rounds alternate between the two so machine noise hits both alike. Target ≥ 0.98.
 //! - `constrained_ratio <x>`: SDK tokens/s under a JSON-Schema constraint over unconstrained tokens/s (same
-//!   request), with fast-forward: tokens the grammar forces are decoded together. Target ≥ 1.10. Also
-//!   printed: `constrained_ratio_without_fast_forward`.
+//!   request), with forced tokens (`FastForward::Forced`: the tokens the grammar forces are decoded with the
+//!   token before them). Target ≥ 1.10. Also printed: `constrained_ratio_confirmed` (`FastForward::Confirmed`:
+//!   a draft the model confirms, with logits at each position) and `constrained_ratio_without_fast_forward`.
 //! - `tool_call_decode_steps_ratio <x>`: decode steps of a specialist's tool calls (4 typical requests, the
-//!   first turn) with fast-forward over without. Target ≤ 0.7. `fast_forward_outputs_agree n/m`: of those
-//!   calls and the meeting object, how many came out the same with and without.
+//!   first turn) with confirmed drafts over every token decoded. Target ≤ 0.7. `fast_forward_outputs_agree
+//!   n/m`: of those calls and the meeting object, how many came out the same with confirmed drafts as with
+//!   every token decoded (all, unless two tokens are nearly tied: a draft token's logits come from a batch
+//!   of several); `forced_outputs_agree n/m` the same with forced tokens.
 //! - `contention_slowdown <x>`: 4 specialist turns at once on a model with all the machine's threads, beside
 //!   one busy process (a child spinning one thread) over alone. Target ≤ 2.5 (a fair share is about 2).
 //!   `contention_slowdown_wide`: the same beside a process that spins a thread per core.
@@ -39,6 +42,7 @@ use std::time::Instant;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use slm_agents::model::FastForward;
 use slm_agents::prelude::*;
 
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -120,8 +124,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", memory_child(&args, specialists, separate)?);
         return Ok(());
     }
-    // Fast-forward on, as `constrained_ratio` measures it (it is off by default; see `fast_forward` below).
-    let model = LlamaModel::builder(&args.model).threads(args.threads).slots(1).fast_forward(true).load()?;
+    // Forced tokens, as `constrained_ratio` measures it; the other modes in `fast_forward` below.
+    let model =
+        LlamaModel::builder(&args.model).threads(args.threads).slots(1).fast_forward(FastForward::Forced).load()?;
     eprintln!("model {} | threads {} | rounds {}", model.name(), args.threads, args.rounds);
 
     // Warm up: first requests build the grammar engine and touch the weights.
@@ -182,8 +187,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("decode_ratio_vs_raw {decode_ratio:.3}");
     println!("constrained_ratio {constrained_ratio:.3}");
     println!("tool_call_decode_steps_ratio {:.3}", ff.steps_ratio);
+    println!("constrained_ratio_confirmed {:.3}", ff.constrained_ratio_confirmed);
     println!("constrained_ratio_without_fast_forward {:.3}", ff.constrained_ratio_off);
     println!("fast_forward_outputs_agree {}/{}", ff.agree, ff.cases);
+    println!("forced_outputs_agree {}/{}", ff.agree_forced, ff.cases);
     println!("contention_slowdown {slowdown:.3}");
     println!("contention_slowdown_wide {slowdown_wide:.3}");
     if let Some(fixed) = slowdown_fixed {
@@ -363,14 +370,16 @@ struct Meeting {
     attendees: Vec<String>,
 }
 
-/// What fast-forward does: from models loaded with it on and off.
-struct FastForward {
-    /// Decode steps of a specialist's tool calls with it over without.
+/// What fast-forward does: from models loaded with each mode.
+struct FastForwardFigures {
+    /// Decode steps of a specialist's tool calls, confirmed drafts over every token decoded.
     steps_ratio: f64,
-    /// `constrained_ratio` with it off, for comparison.
+    /// `constrained_ratio` with confirmed drafts, and with every token decoded, for comparison.
+    constrained_ratio_confirmed: f64,
     constrained_ratio_off: f64,
-    /// Cases whose output is the same with and without it.
+    /// Cases whose output is the same with confirmed drafts (forced tokens) as with every token decoded.
     agree: usize,
+    agree_forced: usize,
     cases: usize,
 }
 
@@ -466,19 +475,19 @@ fn contention(args: &Args, adapt: bool, busy_threads: usize) -> Result<f64, Box<
     Ok(b / a)
 }
 
-/// Decode steps, outputs and constrained speed with fast-forward on and off.
-fn fast_forward(args: &Args) -> Result<FastForward, Box<dyn std::error::Error>> {
-    // No prefix cache: each request decodes its whole prompt, so that the two models start every request from
-    // the same state (a cached prefix is computed in other batch shapes, and greedy decoding can tip on that).
-    let load = |on: bool| {
-        LlamaModel::builder(&args.model).threads(args.threads).slots(1).prefix_cache(false).fast_forward(on).load()
+/// Decode steps, outputs and constrained speed with each fast-forward mode.
+fn fast_forward(args: &Args) -> Result<FastForwardFigures, Box<dyn std::error::Error>> {
+    // No prefix cache: each request decodes its whole prompt, so that the models start every request from the
+    // same state (a cached prefix is computed in other batch shapes, and greedy decoding can tip on that).
+    let load = |mode: FastForward| {
+        LlamaModel::builder(&args.model).threads(args.threads).slots(1).prefix_cache(false).fast_forward(mode).load()
     };
-    let (on, off) = (load(true)?, load(false)?);
-    let (s_on, s_off) = (tool_specialist(&on)?, tool_specialist(&off)?);
-    let (mut steps_on, mut steps_off, mut agree, mut cases) = (0, 0, 0, 0);
+    let models = [load(FastForward::Confirmed)?, load(FastForward::Forced)?, load(FastForward::Off)?];
+    let specialists = [tool_specialist(&models[0])?, tool_specialist(&models[1])?, tool_specialist(&models[2])?];
+    let (mut steps, mut agree, mut agree_forced, mut cases) = ([0; 3], 0, 0, 0);
     for task in TOOL_TASKS {
         let mut outputs = Vec::new();
-        for (specialist, steps) in [(&s_on, &mut steps_on), (&s_off, &mut steps_off)] {
+        for (specialist, steps) in specialists.iter().zip(&mut steps) {
             let events = std::sync::Arc::new(MemoryRecorder::default());
             let ctx = RunContext::new().with_recorder(events.clone());
             // One turn: the call is decided and recorded; what the tool answers does not matter here.
@@ -488,39 +497,56 @@ fn fast_forward(args: &Args) -> Result<FastForward, Box<dyn std::error::Error>> 
             *steps += usage.completion_tokens - usage.forced_tokens;
             outputs.push(call.output.unwrap_or_default());
         }
-        eprintln!("  tool call: {}", outputs[0]);
-        if outputs[0] != outputs[1] {
-            eprintln!("  without fast-forward: {}", outputs[1]);
+        eprintln!("  tool call: {}", outputs[2]);
+        for (mode, output) in ["confirmed", "forced"].iter().zip(&outputs) {
+            if *output != outputs[2] {
+                eprintln!("  {mode}: {output}");
+            }
         }
         cases += 1;
-        agree += usize::from(outputs[0] == outputs[1]);
+        agree += usize::from(outputs[0] == outputs[2]);
+        agree_forced += usize::from(outputs[1] == outputs[2]);
     }
-    let steps_ratio = steps_on as f64 / steps_off.max(1) as f64;
-    eprintln!("  tool calls: {steps_on} decode steps with fast-forward, {steps_off} without");
-    // The meeting object, with and without, and the same request unconstrained on the model without.
-    let (mut constrained_off, mut free) = (Vec::new(), Vec::new());
+    let steps_ratio = steps[0] as f64 / steps[2].max(1) as f64;
+    eprintln!(
+        "  tool calls: {} decode steps confirmed, {} forced, {} every token decoded",
+        steps[0], steps[1], steps[2]
+    );
+    // The meeting object in each mode, and the same request unconstrained.
+    let (mut confirmed, mut constrained_off, mut free) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.rounds.max(3) {
         // Raw completions under the schema: an output that does not parse is still an output to compare.
         let schema = OutputSchema::of::<Meeting>()?;
         let constrained = || meeting_request().with_constraint(schema.constraint());
-        let g_on = futures::executor::block_on(on.complete(constrained()))?;
-        let g_off = futures::executor::block_on(off.complete(constrained()))?;
-        let u = futures::executor::block_on(off.complete(meeting_request().with_max_tokens(64)))?;
+        let [g_on, g_forced, g_off] = [0, 1, 2].map(|i| futures::executor::block_on(models[i].complete(constrained())));
+        let (g_on, g_forced, g_off) = (g_on?, g_forced?, g_off?);
+        let u = futures::executor::block_on(models[2].complete(meeting_request().with_max_tokens(64)))?;
+        confirmed.push(g_on.usage.decode_tokens_per_second());
         constrained_off.push(g_off.usage.decode_tokens_per_second());
         free.push(u.usage.decode_tokens_per_second());
         if cases == TOOL_TASKS.len() {
             eprintln!(
-                "  meeting: {} of {} tokens forced; {}",
-                g_on.usage.forced_tokens, g_on.usage.completion_tokens, g_on.text
+                "  meeting: {} of {} tokens confirmed from drafts; {}",
+                g_on.usage.forced_tokens, g_on.usage.completion_tokens, g_off.text
             );
             cases += 1;
             agree += usize::from(g_on.text == g_off.text);
-            if g_on.text != g_off.text {
-                eprintln!("  without fast-forward: {}", g_off.text);
+            agree_forced += usize::from(g_forced.text == g_off.text);
+            for (mode, g) in [("confirmed", &g_on), ("forced", &g_forced)] {
+                if g.text != g_off.text {
+                    eprintln!("  {mode}: {}", g.text);
+                }
             }
         }
     }
-    Ok(FastForward { steps_ratio, constrained_ratio_off: median(&constrained_off) / median(&free), agree, cases })
+    Ok(FastForwardFigures {
+        steps_ratio,
+        constrained_ratio_confirmed: median(&confirmed) / median(&free),
+        constrained_ratio_off: median(&constrained_off) / median(&free),
+        agree,
+        agree_forced,
+        cases,
+    })
 }
 
 fn meeting_request() -> Request {

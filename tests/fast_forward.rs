@@ -1,7 +1,8 @@
-//! Fast-forward on the real models: tokens a grammar forces are decoded together, split as the model's own
-//! tokenizer splits them, so tool calls take far fewer decode steps and mostly come out as they do without it;
-//! budgets still hold; SentencePiece vocabularies and requests for log-probabilities decode every token; it is
-//! off by default.
+//! Fast-forward on the real models. Confirmed: the tokens a grammar forces are decoded ahead as a draft that
+//! the model confirms, so tool calls take far fewer decode steps and come out exactly as they do without it
+//! (greedy and seeded sampling alike, log-probabilities included, one request or several batched); budgets
+//! still hold; SentencePiece vocabularies draft too. Forced: llguidance forces the tokens, decoded without
+//! logits, as few steps, outputs mostly the same. Off by default.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use slm_agents::model::FinishReason;
+use slm_agents::model::{FastForward, FinishReason};
 use slm_agents::prelude::*;
 
 #[derive(Deserialize, JsonSchema)]
@@ -69,7 +70,7 @@ const TASKS: [&str; 6] = [
 ];
 
 /// One model per setting, with no prefix cache, so that both decode every prompt from the same state.
-fn model(fast_forward: bool) -> LlamaModel {
+fn model(fast_forward: impl Into<FastForward>) -> LlamaModel {
     LlamaModel::builder(support::smollm2_path())
         .threads(1)
         .slots(1)
@@ -111,34 +112,24 @@ fn first_turn(specialist: &ModelSpecialist, task: &str) -> (String, Usage) {
 fn tool_calls_take_fewer_decode_steps_and_come_out_the_same() {
     let (on, off) = (model(true), model(false));
     let (with, without) = (travel(&on), travel(&off));
-    let (mut steps_on, mut steps_off, mut agree) = (0, 0, 0);
+    let (mut steps_on, mut steps_off) = (0, 0);
     for task in TASKS {
         let (out_on, usage_on) = first_turn(&with, task);
         let (out_off, usage_off) = first_turn(&without, task);
         assert!(out_on.starts_with(r#"{"tool": "search_"#), "{task}: {out_on}");
+        assert_eq!(out_on, out_off, "{task}");
+        assert_eq!(usage_on.completion_tokens, usage_off.completion_tokens, "{task}");
         assert_eq!(usage_off.forced_tokens, 0, "without fast-forward nothing is forced");
         assert!(usage_on.forced_tokens > 0, "{task}: nothing forced in {out_on}");
-        // Forced tokens are split as the tokenizer splits them; left to itself under the grammar, the model
-        // sometimes writes the same fixed text in more, smaller tokens.
-        eprintln!(
-            "{task}: {} tokens ({} forced) with, {} without",
-            usage_on.completion_tokens, usage_on.forced_tokens, usage_off.completion_tokens
-        );
-        if out_on == out_off {
-            agree += 1;
-        } else {
-            eprintln!("{task}:\n  with    {out_on}\n  without {out_off}");
-        }
         steps_on += usage_on.completion_tokens - usage_on.forced_tokens;
         steps_off += usage_off.completion_tokens;
     }
-    eprintln!("decode steps: {steps_on} with fast-forward, {steps_off} without; {agree}/{} outputs agree", TASKS.len());
-    assert!(agree * 4 >= TASKS.len() * 3, "only {agree} of {} outputs agree", TASKS.len());
+    eprintln!("decode steps: {steps_on} with fast-forward, {steps_off} without");
     assert!((steps_on as f64) < 0.7 * steps_off as f64, "{steps_on} steps against {steps_off}");
 }
 
 #[test]
-fn typed_output_agrees_and_budgets_still_hold() {
+fn typed_output_comes_out_the_same_and_budgets_still_hold() {
     let (on, off) = (model(true), model(false));
     let system = "You extract contacts as JSON.";
     let prompts = [
@@ -146,56 +137,169 @@ fn typed_output_agrees_and_budgets_still_hold() {
         "Contact: Lee (lee@mail.org), aged 51",
         "Sam, 27 years old, sam@test.io",
     ];
-    let mut agree = 0;
     for prompt in prompts {
         let request = || Request::chat([Message::system(system), Message::user(prompt)]).with_max_tokens(96);
         let a = futures::executor::block_on(on.generate_request::<Contact>(request())).unwrap();
         let b = futures::executor::block_on(off.generate_request::<Contact>(request())).unwrap();
         assert!(a.completion.usage.forced_tokens > 0);
-        agree += usize::from(a.completion.text == b.completion.text);
+        assert_eq!(a.completion.text, b.completion.text, "{prompt}");
     }
-    assert!(agree >= 2, "{agree} of 3 agree");
 
-    // The budget counts forced tokens: a call cut at 6 tokens stops at 6, forced ones included.
+    // Seeded sampling draws the same random numbers at the same tokens, so it agrees too.
     let schema = OutputSchema::of::<Contact>().unwrap();
+    for seed in 0..3 {
+        let request = || {
+            Request::chat([Message::system(system), Message::user(prompts[1])])
+                .with_max_tokens(96)
+                .with_sampling(Sampling::temperature(0.9).with_seed(seed))
+                .with_constraint(schema.constraint())
+        };
+        let a = futures::executor::block_on(on.complete(request())).unwrap();
+        let b = futures::executor::block_on(off.complete(request())).unwrap();
+        assert!(a.usage.forced_tokens > 0);
+        assert_eq!(a.text, b.text, "seed {seed}");
+    }
+
+    // The budget counts confirmed draft tokens: a call cut at 6 tokens stops at 6.
     let cut = Request::chat([Message::system(system), Message::user(prompts[0])])
         .with_max_tokens(6)
         .with_constraint(schema.constraint());
     let c = futures::executor::block_on(on.complete(cut)).unwrap();
-    assert!(c.usage.completion_tokens <= 6, "{:?}", c.usage);
+    assert_eq!(c.usage.completion_tokens, 6, "{:?}", c.usage);
     assert_eq!(c.finish_reason, FinishReason::MaxTokens);
 
-    // Log-probabilities: every token is sampled, so every token has its own.
+    // Log-probabilities: every token still has its own, the same as without fast-forward.
+    let scored = || {
+        Request::chat([Message::system(system), Message::user(prompts[0])])
+            .with_max_tokens(96)
+            .with_constraint(schema.constraint())
+            .with_logprobs()
+    };
+    let a = futures::executor::block_on(on.complete(scored())).unwrap();
+    let b = futures::executor::block_on(off.complete(scored())).unwrap();
+    assert!(a.usage.forced_tokens > 0);
+    let (la, lb) = (a.logprobs.unwrap(), b.logprobs.unwrap());
+    assert_eq!(la.len(), a.usage.completion_tokens);
+    assert_eq!(la.len(), lb.len());
+    for (x, y) in la.iter().zip(&lb) {
+        assert_eq!(x.token, y.token);
+        assert!((x.logprob - y.logprob).abs() < 0.05, "{x:?} against {y:?}");
+    }
+}
+
+#[test]
+fn a_sentencepiece_vocabulary_drafts_too() {
+    let load = |mode: FastForward| {
+        LlamaModel::builder(support::gemma_path()).threads(1).slots(1).fast_forward(mode).load().unwrap()
+    };
+    let (on, forced, off) = (load(FastForward::Confirmed), load(FastForward::Forced), load(FastForward::Off));
     let schema = OutputSchema::of::<Contact>().unwrap();
-    let scored = Request::chat([Message::system(system), Message::user(prompts[0])])
-        .with_max_tokens(96)
+    let request = || {
+        Request::raw("Dana is 34, write to dana@example.com. As JSON: ")
+            .with_max_tokens(64)
+            .with_constraint(schema.constraint())
+    };
+    let a = futures::executor::block_on(on.complete(request())).unwrap();
+    let b = futures::executor::block_on(off.complete(request())).unwrap();
+    // Gemma's quantized matrix products round differently for a batch of tokens than for one (its log-
+    // probabilities differ by about 0.1 between the two), so where two tokens are nearly tied the texts can
+    // differ; both are the model's picks, and both follow the schema.
+    eprintln!("with    {}\nwithout {}", a.text, b.text);
+    let contact: Contact = serde_json::from_str(&a.text).unwrap();
+    assert_eq!(contact.age, 34);
+    assert!(a.usage.forced_tokens > 0, "{:?}: {}", a.usage, a.text);
+    assert_eq!(b.usage.forced_tokens, 0);
+    assert!(a.usage.completion_tokens - a.usage.forced_tokens < b.usage.completion_tokens);
+    // Forced needs a canonical tokenizer, which SentencePiece fragments are not: every token is decoded.
+    let c = futures::executor::block_on(forced.complete(request())).unwrap();
+    assert_eq!(c.usage.forced_tokens, 0, "{}", c.text);
+    assert_eq!(c.text, b.text);
+}
+
+#[test]
+fn forced_tokens_take_no_logits_and_mostly_agree() {
+    let (forced, off) = (model(FastForward::Forced), model(FastForward::Off));
+    let (with, without) = (travel(&forced), travel(&off));
+    let (mut steps_on, mut steps_off, mut agree) = (0, 0, 0);
+    for task in TASKS {
+        let (out_on, usage_on) = first_turn(&with, task);
+        let (out_off, usage_off) = first_turn(&without, task);
+        assert!(out_on.starts_with(r#"{"tool": "search_"#), "{task}: {out_on}");
+        assert!(usage_on.forced_tokens > 0, "{task}: nothing forced in {out_on}");
+        agree += usize::from(out_on == out_off);
+        steps_on += usage_on.completion_tokens - usage_on.forced_tokens;
+        steps_off += usage_off.completion_tokens;
+    }
+    eprintln!("forced: {steps_on} decode steps against {steps_off}; {agree}/{} agree", TASKS.len());
+    assert!((steps_on as f64) < 0.7 * steps_off as f64, "{steps_on} steps against {steps_off}");
+    // Forced tokens can be split otherwise than the model would split them: most, not all, agree.
+    assert!(agree * 3 >= TASKS.len() * 2, "only {agree} of {} agree", TASKS.len());
+
+    // A forced token has no log-probability of its own: a request that asks for them decodes every token.
+    let schema = OutputSchema::of::<Contact>().unwrap();
+    let scored = Request::chat([Message::user("Dana is 34, write to dana@example.com")])
+        .with_max_tokens(64)
         .with_constraint(schema.constraint())
         .with_logprobs();
-    let c = futures::executor::block_on(on.complete(scored)).unwrap();
+    let c = futures::executor::block_on(forced.complete(scored)).unwrap();
     assert_eq!(c.usage.forced_tokens, 0);
     assert_eq!(c.logprobs.as_ref().map(Vec::len), Some(c.usage.completion_tokens));
 }
 
 #[test]
-fn a_sentencepiece_vocabulary_decodes_every_token() {
-    let gemma = LlamaModel::builder(support::gemma_path()).threads(1).fast_forward(true).load().unwrap();
+fn it_is_off_by_default_and_free_text_has_no_draft() {
     let schema = OutputSchema::of::<Contact>().unwrap();
-    let request = Request::raw("Dana is 34, write to dana@example.com. As JSON: ")
-        .with_max_tokens(64)
-        .with_constraint(schema.constraint());
-    let c = futures::executor::block_on(gemma.complete(request)).unwrap();
+    let request = || {
+        Request::chat([Message::user("Dana is 34, write to dana@example.com")])
+            .with_max_tokens(64)
+            .with_constraint(schema.constraint())
+    };
+    let c = futures::executor::block_on(support::smollm2().complete(request())).unwrap();
     assert!(c.usage.completion_tokens > 0);
-    assert_eq!(c.usage.forced_tokens, 0, "{}", c.text);
+    assert_eq!(c.usage.forced_tokens, 0);
+    let on = model(true);
+    let c = futures::executor::block_on(on.complete(request())).unwrap();
+    assert!(c.usage.forced_tokens > 0);
+    let free = Request::chat([Message::user("Say hello to Dana.")]).with_max_tokens(16);
+    let c = futures::executor::block_on(on.complete(free)).unwrap();
+    assert!(c.usage.completion_tokens > 0);
+    assert_eq!(c.usage.forced_tokens, 0);
 }
 
 #[test]
-fn it_is_off_by_default() {
-    let model = support::smollm2();
-    let schema = OutputSchema::of::<Contact>().unwrap();
-    let request = Request::chat([Message::user("Dana is 34, write to dana@example.com")])
-        .with_max_tokens(64)
-        .with_constraint(schema.constraint());
-    let c = futures::executor::block_on(model.complete(request)).unwrap();
-    assert!(c.usage.completion_tokens > 0);
-    assert_eq!(c.usage.forced_tokens, 0);
+fn batched_requests_come_out_the_same() {
+    // Four requests decoded together in one lane: drafts of different lengths share each batch.
+    let load = |on: bool| {
+        LlamaModel::builder(support::smollm2_path())
+            .threads(1)
+            .slots(4)
+            .batch_requests(4)
+            .prefix_cache(false)
+            .adapt_threads(false)
+            .fast_forward(on)
+            .load()
+            .unwrap()
+    };
+    let (on, off) = (load(true), load(false));
+    let (with, without) = (travel(&on), travel(&off));
+    let run = |specialist: &ModelSpecialist| {
+        futures::executor::block_on(futures::future::join_all(TASKS.iter().map(|task| async move {
+            let events = Arc::new(MemoryRecorder::default());
+            let ctx = RunContext::new().with_recorder(events.clone());
+            let _ = specialist.decide(task.to_string(), &ctx).await;
+            let call = events.model_calls().into_iter().next().expect("a model call");
+            (call.output.unwrap_or_default(), call.usage.unwrap_or_default())
+        })))
+    };
+    let (a, b) = (run(&with), run(&without));
+    let mut same = 0;
+    for ((task, (out_a, usage_a)), (out_b, _)) in TASKS.iter().zip(&a).zip(&b) {
+        assert!(usage_a.forced_tokens > 0, "{task}");
+        if out_a == out_b {
+            same += 1;
+        } else {
+            eprintln!("{task}:\n  with    {out_a}\n  without {out_b}");
+        }
+    }
+    assert_eq!(same, TASKS.len());
 }

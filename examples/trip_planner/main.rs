@@ -19,8 +19,9 @@
 //! as a stream, and the ratio of the median wall times.
 //!
 //! `--baseline` runs with the prefix cache and parallelism off (one sequence at a time); `--compare` runs
-//! both and prints the ratio of their wall times, and a fresh model's first request with fast-forward (tokens
-//! the grammar forces decoded together, `--fast-forward`) over the same without.
+//! both and prints the ratio of their wall times, and a fresh model's first request with each fast-forward
+//! mode (`--fast-forward forced|confirmed`: the tokens the grammars force decoded with the token before them)
+//! over the same without.
 
 mod trip;
 
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use slm_agents::graph::Graph;
 use slm_agents::ledger::{CostModel, JsonlLedger, Price, Report};
-use slm_agents::model::RemoteModel;
+use slm_agents::model::{FastForward, RemoteModel};
 use slm_agents::prelude::*;
 use slm_agents::run::{Outcome, RunEvent, RunUpdate};
 use std::io::IsTerminal;
@@ -80,13 +81,21 @@ struct Options {
     /// Runs with and without them and prints the ratio of their wall times.
     #[arg(long)]
     compare: bool,
-    /// Decodes the tokens the grammars force together with the token before them (fast-forward; off by
-    /// default: it changes some of a small model's answers).
-    #[arg(long)]
-    fast_forward: bool,
+    /// How the tokens the grammars force are decoded: off, confirmed (a draft the model confirms) or forced.
+    #[arg(long, value_parser = fast_forward_mode, default_value = "off")]
+    fast_forward: FastForward,
     /// Measures the update stream's cost: runs the request N times plainly and N times as a stream.
     #[arg(long, value_name = "N")]
     stream_overhead: Option<usize>,
+}
+
+fn fast_forward_mode(text: &str) -> Result<FastForward, String> {
+    match text {
+        "off" => Ok(FastForward::Off),
+        "confirmed" => Ok(FastForward::Confirmed),
+        "forced" => Ok(FastForward::Forced),
+        _ => Err(format!("`{text}`: off, confirmed or forced")),
+    }
 }
 
 /// Shows the run's progress on stderr from its update stream: nodes as they start, each model call and tool
@@ -306,30 +315,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             reply.map_err(|e| chain(&e))?;
             walls.push(wall.as_secs_f64());
         }
-        // Fast-forward: a fresh model's first request with it and without, alternately, twice each.
-        let (mut with, mut without) = (Vec::new(), Vec::new());
-        for round in 0..4 {
-            let off = (round % 2 == 1) != (round >= 2);
-            let slm = load(&Options { fast_forward: !off, ..o.clone() }, false)?;
-            let graph = planner.graph(&slm)?;
-            let (reply, wall, events) = run(&graph, &o.request, None, Mode::Plain)?;
-            reply.map_err(|e| chain(&e))?;
-            let (steps, forced) = events.iter().fold((0, 0), |(s, f), e| match e {
-                RunEvent::ModelCall(m) => {
-                    let u = m.usage.unwrap_or_default();
-                    (s + u.completion_tokens - u.forced_tokens, f + u.forced_tokens)
-                }
-                _ => (s, f),
-            });
-            eprintln!(
-                "  first request, fast-forward {}: {:.2}s, {steps} decode steps, {forced} tokens forced",
-                if off { "off" } else { "on" },
-                wall.as_secs_f64()
-            );
-            if off { &mut without } else { &mut with }.push(wall.as_secs_f64());
+        // Fast-forward: a fresh model's first request in each mode, in turn, twice each.
+        let modes = [FastForward::Forced, FastForward::Confirmed, FastForward::Off];
+        let mut first = [0.0f64; 3];
+        for round in 0..2 {
+            for (i, &mode) in modes.iter().enumerate() {
+                let slm = load(&Options { fast_forward: mode, ..o.clone() }, false)?;
+                let graph = planner.graph(&slm)?;
+                let (reply, wall, events) = run(&graph, &o.request, None, Mode::Plain)?;
+                reply.map_err(|e| chain(&e))?;
+                let (steps, forced) = events.iter().fold((0, 0), |(s, f), e| match e {
+                    RunEvent::ModelCall(m) => {
+                        let u = m.usage.unwrap_or_default();
+                        (s + u.completion_tokens - u.forced_tokens, f + u.forced_tokens)
+                    }
+                    _ => (s, f),
+                });
+                eprintln!(
+                    "  first request, fast-forward {mode:?} (round {round}): {:.2}s, {steps} decode steps, {forced} tokens forced",
+                    wall.as_secs_f64()
+                );
+                first[i] += wall.as_secs_f64() / 2.0;
+            }
         }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let (ff_on, ff_off) = (mean(&with), mean(&without));
         let (ours, no_cache, nothing) = (walls[0], walls[1], walls[2]);
         println!("compare, after serving one other request (first request: {:.2}s):", wall.as_secs_f64());
         println!("  {ours:.2}s  prefix cache on, requests batched, {} threads", o.threads);
@@ -340,8 +348,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         println!("  {nothing:.2}s  no prefix cache, one sequence at a time, 1 thread: ratio {:.2}", ours / nothing);
         println!("first request of a fresh model, mean of 2 each:");
-        println!("  {ff_on:.2}s  fast-forward on");
-        println!("  {ff_off:.2}s  fast-forward off: ratio {:.2}", ff_on / ff_off);
+        println!("  {:.2}s  fast-forward off", first[2]);
+        println!("  {:.2}s  forced tokens: ratio {:.2}", first[0], first[0] / first[2]);
+        println!("  {:.2}s  confirmed drafts: ratio {:.2}", first[1], first[1] / first[2]);
     }
     Ok(())
 }

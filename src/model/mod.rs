@@ -24,7 +24,7 @@ mod stream;
 pub use hf::{DownloadProgress, HfFile};
 #[cfg(any(feature = "llama", docsrs))]
 #[cfg_attr(docsrs, doc(cfg(feature = "llama")))]
-pub use llama::{LlamaModel, LlamaModelBuilder};
+pub use llama::{FastForward, LlamaModel, LlamaModelBuilder};
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use remote::{RemoteModel, RemoteModelBuilder};

@@ -88,9 +88,10 @@ impl Prompt {
 /// The default is greedy decoding: the most likely token at every step. It repeats exactly for the same model,
 /// prompt, thread count and batch layout, but not across them: llama.cpp adds floating-point numbers in an order
 /// that depends on the threads and on which tokens share a batch, and where two tokens are nearly tied the
-/// choice can flip (seen on some prompts between 1 and 2 threads, and with fast-forward on and off, which
-/// decodes forced tokens in one batch: a title that began "2026" one way and "Meet" the other, at logprobs
-/// -2.687 and -2.702). A prompt decoded in full and one whose prefix came from the cache differ the same way.
+/// choice can flip (seen on some prompts between 1 and 2 threads). A prompt decoded in full and one whose prefix
+/// came from the cache differ the same way, and so can a token confirmed from a fast-forward draft
+/// ([`LlamaModelBuilder::fast_forward`](crate::model::LlamaModelBuilder::fast_forward)), whose logits come from
+/// a batch of several tokens.
 /// A lane that changes its threads under CPU contention changes this too. A seeded sampler has the same limits.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
@@ -300,8 +301,10 @@ pub struct Usage {
     pub cached_prompt_tokens: usize,
     /// Tokens generated.
     pub completion_tokens: usize,
-    /// Of the tokens generated, those a grammar forced: decoded together with the token before them rather
-    /// than each in a step of its own ([`LlamaModelBuilder::fast_forward`](crate::model::LlamaModelBuilder::fast_forward)).
+    /// Of the tokens generated, those a grammar forced that were decoded together with the token before them
+    /// rather than each in a step of its own: confirmed from a draft, or forced ([`FastForward`]).
+    ///
+    /// [`FastForward`]: crate::model::FastForward
     /// A generation took `completion_tokens - forced_tokens` decode steps.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub forced_tokens: usize,

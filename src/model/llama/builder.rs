@@ -16,7 +16,7 @@ pub struct LlamaModelBuilder {
     pub(super) slots: usize,
     pub(super) batch_requests: Option<usize>,
     pub(super) prefix_cache: bool,
-    pub(super) fast_forward: bool,
+    pub(super) fast_forward: FastForward,
     pub(super) adapt_threads: bool,
     pub(super) context: usize,
     pub(super) batch: usize,
@@ -79,18 +79,11 @@ impl LlamaModelBuilder {
         self
     }
 
-    /// Turns fast-forward on or off (default off). On, the tokens a grammar leaves no choice about (a tool
-    /// call's braces and keys, the only tool name left, the rest of an enum value) are decoded together in
-    /// one step instead of one step each, so a constrained output costs fewer decode steps than free text
-    /// (about 0.3x the steps of a tool call, 1.15x the tokens/s of free text, measured on SmolLM2-135M).
-    /// Forced tokens are split by the model's own tokenizer, as they would be in any text it reads; left to
-    /// itself under the grammar, a model sometimes splits them otherwise, and what it writes next can change:
-    /// on SmolLM2-135M, BFCL's simple_python development split scored 45% with it and 49% without. So it is
-    /// off unless set: turn it on where speed matters, after checking your task's accuracy with the `eval`
-    /// module. It works with byte-level BPE vocabularies (SmolLM2, Qwen, Llama 3); SentencePiece ones (Gemma)
-    /// decode every token. Requests that ask for log-probabilities are never fast-forwarded.
-    pub fn fast_forward(mut self, on: bool) -> Self {
-        self.fast_forward = on;
+    /// Sets how the tokens a grammar forces are decoded: [`FastForward::Off`] (the default),
+    /// [`FastForward::Confirmed`] or [`FastForward::Forced`]; `true` means `Confirmed`, `false` `Off`. See
+    /// [`FastForward`] for what each does and costs.
+    pub fn fast_forward(mut self, mode: impl Into<FastForward>) -> Self {
+        self.fast_forward = mode.into();
         self
     }
 
@@ -98,9 +91,10 @@ impl LlamaModelBuilder {
     /// on; Linux). llama.cpp's threads wait for each other by spinning, so with more runnable threads than
     /// cores one thread switched out stalls the rest: on 2 cores beside one busy process, 2-thread decoding
     /// fell by 100x, while one thread kept its speed. The lane samples the machine's running threads while
-    /// it decodes (every 50 ms, `/proc/loadavg`) and, when the others leave it fewer cores than threads,
-    /// moves to a context with fewer (the requests in flight are decoded into it again, and cached prefixes
-    /// are lost); back to all its threads once the cores are free. Off: threads stay as set.
+    /// it decodes (`/proc/loadavg`, over 400 ms) and, when the others leave it fewer cores than threads,
+    /// moves to a context with fewer, copying each sequence's KV cells into it (the requests in flight and
+    /// the cached prefixes go on where they were; about 12 ms); back to all its threads once the cores are
+    /// free, at most one switch a second. Off: threads stay as set.
     pub fn adapt_threads(mut self, on: bool) -> Self {
         self.adapt_threads = on;
         self
@@ -216,7 +210,7 @@ impl LlamaModelBuilder {
             slots: 4,
             batch_requests: None,
             prefix_cache: true,
-            fast_forward: false,
+            fast_forward: FastForward::Off,
             adapt_threads: true,
             adapters: Vec::new(),
             context: 2048,
@@ -232,4 +226,60 @@ fn check_range(setting: &'static str, value: usize, min: usize, max: usize) -> R
         return Err(Error::InvalidSetting { setting, reason: format!("{value} is outside {min}..={max}") });
     }
     Ok(())
+}
+
+/// How a [`LlamaModel`] decodes the text a grammar leaves no choice about: a tool call's braces and keys, the
+/// rest of the only tool name left, the tail of an enum value. Set with [`LlamaModelBuilder::fast_forward`].
+///
+/// Measured on SmolLM2-135M on 2 cores (`perf_report`, the trip planner's `--compare`): a JSON object or tool
+/// call is about half forced text, and
+///
+/// | mode | decode steps of a tool call | constrained tokens/s over free text | trip planner, first request | outputs |
+/// |---|---|---|---|---|
+/// | `Off` | 1x | 1.0x | 1x | the model's own |
+/// | `Confirmed` | 0.3x | 0.9x | 1.1–1.25x | the same as `Off` |
+/// | `Forced` | 0.3x | 1.13–1.15x | 0.79–0.84x | some differ |
+///
+/// On such a small model decoding on one or two threads, a token costs about the same alone or in a batch,
+/// and the logits of a draft token (a 49k-token vocabulary) cost a third of a token's work, so `Confirmed`
+/// saves steps but not time there. It pays where a step costs more than the tokens in it: larger models whose
+/// weights are read once per step, more threads, GPU back ends. Where two tokens are nearly tied, rounding
+/// can still make `Confirmed` differ from `Off`, as between batch layouts ([`Sampling`]): a draft token's
+/// logits come from a batch of several tokens, which some quantized kernels (Gemma's Q4_K) round differently
+/// from one token, and with several requests batched the KV cells are laid out differently.
+///
+/// Drafts are split the way the model's tokenizer splits text: llama.cpp's own tokenizer for byte-level BPE
+/// vocabularies (`tokenizer.ggml.model = gpt2`: SmolLM2, Qwen, Llama 3). SentencePiece vocabularies (Gemma,
+/// Llama 2) add a leading space to every fragment they tokenize, so `Confirmed` drafts them greedily over the
+/// vocabulary (confirmed less often) and `Forced` decodes every token there, as `Off`.
+///
+/// [`Sampling`]: crate::model::Sampling
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum FastForward {
+    /// Every token is decoded in a step of its own (the default).
+    #[default]
+    Off,
+    /// The forced text is decoded as a draft in the same step as the token before it, with logits at each
+    /// position. The model's pick at each draft position, under the grammar and the request's sampling (the
+    /// same random draws), confirms the draft token or replaces it, and the rest of the draft is dropped: a
+    /// request generates what it would with `Off`, in fewer steps. Log-probabilities work as with `Off`.
+    Confirmed,
+    /// llguidance forces the forced text's tokens, as the tokenizer splits it, and they are decoded with the
+    /// token before them without logits of their own: the fastest, but the model, left to itself, sometimes
+    /// splits the same text into other tokens and writes something else next (on BFCL's simple_python
+    /// development split, 45.0% against 49.0% with `Off`). Check a task's accuracy with
+    /// [`eval`](crate::eval) before using it. Requests that ask for log-probabilities decode every token.
+    Forced,
+}
+
+impl From<bool> for FastForward {
+    /// `true` is [`FastForward::Confirmed`], `false` [`FastForward::Off`].
+    fn from(on: bool) -> Self {
+        if on {
+            FastForward::Confirmed
+        } else {
+            FastForward::Off
+        }
+    }
 }

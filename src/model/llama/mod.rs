@@ -13,5 +13,5 @@ mod native;
 #[path = "docs_only.rs"]
 mod native;
 
-pub use builder::LlamaModelBuilder;
+pub use builder::{FastForward, LlamaModelBuilder};
 pub use handle::LlamaModel;

@@ -5,7 +5,8 @@
 //! executor is ever blocked and none is required.
 //!
 //! The worker decodes all active requests together (continuous batching): the context holds one sequence per
-//! slot, and every step decodes one token for each generating slot plus a chunk of each waiting prompt. A slot
+//! slot, and every step decodes one token for each generating slot (with the draft of what its grammar forces
+//! after it, see [`Drafter`]) plus a chunk of each waiting prompt. A slot
 //! keeps the tokens its sequence holds in the KV cache, so a new request that shares a prefix with them (a
 //! specialist's instructions, an earlier turn of a chat) only decodes the rest.
 
@@ -25,10 +26,11 @@ use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel as RawModel};
 use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
 
+use super::draft::Drafter;
 use super::sample::{loop_token, sample, sample_scored, Rng};
 use super::text::{Added, TextBuffer};
 use crate::model::stream::StreamSender;
-use crate::model::{Completion, FinishReason, Sampling, TokenLogprob, Usage};
+use crate::model::{Completion, FastForward, FinishReason, Sampling, TokenLogprob, Usage};
 use crate::{Error, Result};
 
 /// Settings of one worker.
@@ -45,6 +47,8 @@ pub(super) struct EngineConfig {
     pub(super) sliding_window: bool,
     /// Whether the lane drops to fewer threads while other processes want the cores ([`Contention`]).
     pub(super) adapt_threads: bool,
+    /// How the tokens a grammar forces are decoded ([`Drafter`]).
+    pub(super) fast_forward: FastForward,
 }
 
 impl EngineConfig {
@@ -232,7 +236,7 @@ fn worker(
         scratch: Vec::new(),
         unlooped: Vec::new(),
         outputs: Vec::new(),
-        ff_limit: (config.batch / config.slots.max(1)).saturating_sub(1) as usize,
+        drafter: Drafter::new(&model, &config),
     };
     engine.run(&mut jobs);
     tracing::debug!("model worker stopped");
@@ -362,9 +366,11 @@ struct Active {
     prompt: Vec<LlamaToken>,
     /// Prompt tokens now in the KV cache (during prefill equal to `cached.len()`).
     prefilled: usize,
-    /// Sampled (and forced after it) but not yet decoded.
+    /// The token sampled last, and the draft after it: not yet decoded.
     pending: Vec<LlamaToken>,
-    /// Generated tokens the grammar forced (decoded without a step of their own).
+    /// The draft decoded in the current step after the sampled token ([`Drafter`]), not yet confirmed.
+    draft: Vec<LlamaToken>,
+    /// Generated tokens confirmed from a draft (decoded without a step of their own).
     forced: usize,
     sampling: Sampling,
     rng: Rng,
@@ -402,10 +408,9 @@ struct Engine<'m> {
     scratch: Vec<(u32, f32)>,
     /// The logits of a step with a loop to break, copied so that the looping token can be ruled out.
     unlooped: Vec<f32>,
-    /// (slot index, batch index) of the logits requested in the current step.
+    /// (slot index, batch index) of the logits requested in the current step, a slot's in position order.
     outputs: Vec<(usize, i32)>,
-    /// The most forced tokens a slot decodes after its sampled one in a step (its share of a batch).
-    ff_limit: usize,
+    drafter: Drafter,
 }
 
 impl Engine<'_> {
@@ -495,6 +500,7 @@ impl Engine<'_> {
             prompt: job.prompt,
             prefilled: keep,
             pending: Vec::new(),
+            draft: Vec::new(),
             forced: 0,
             rng: Rng::new(job.sampling.seed),
             sampling: job.sampling,
@@ -525,13 +531,19 @@ impl Engine<'_> {
         let capacity = self.config.batch as usize;
         let mut n = 0usize;
         let mut add_failed = false;
-        // Generating slots first: the token sampled last, and the tokens the grammar forced after it; the logits
-        // of the last one give the next.
+        // Generating slots first: the token sampled last and the tokens after it. A draft to confirm has logits
+        // at each (those after a draft token confirm it or not; those after the last give the next token);
+        // forced tokens, already in the output, only at the last.
+        let confirm = self.drafter.confirms();
         for (idx, slot) in self.slots.iter_mut().enumerate() {
             let Some(active) = slot.active.as_mut() else { continue };
+            active.draft.clear();
+            if confirm {
+                active.draft.extend(active.pending.iter().skip(1));
+            }
             let last = active.pending.len();
             for (k, token) in active.pending.drain(..).enumerate() {
-                let logits = k + 1 == last;
+                let logits = confirm || k + 1 == last;
                 add_failed |= self.batch.add(token, slot.cached.len() as i32, &[slot.seq], logits).is_err();
                 slot.cached.push(token);
                 if logits {
@@ -576,8 +588,8 @@ impl Engine<'_> {
             return;
         }
         let outputs = std::mem::take(&mut self.outputs);
-        for &(idx, batch_idx) in &outputs {
-            self.sample_slot(idx, batch_idx);
+        for group in outputs.chunk_by(|a, b| a.0 == b.0) {
+            self.advance(group[0].0, group.iter().map(|&(_, b)| b));
         }
         self.outputs = outputs;
     }
@@ -639,10 +651,52 @@ impl Engine<'_> {
         }
     }
 
-    fn sample_slot(&mut self, idx: usize, batch_idx: i32) {
+    /// Goes on with a slot after a step, from the logits at `batch_indices`: those after the sampled token and
+    /// after each draft token. Each gives the token the model picks there, exactly as a step of its own would;
+    /// while that is the draft's next token the draft token is confirmed (it is already decoded), at the
+    /// first other token the rest of the draft leaves the KV cache, and the picked token is the one decoded
+    /// next, with a new draft after it.
+    fn advance(&mut self, idx: usize, batch_indices: impl Iterator<Item = i32>) {
+        let Some(active) = self.slots[idx].active.as_mut() else { return };
+        let draft = std::mem::take(&mut active.draft);
+        for (j, batch_idx) in batch_indices.enumerate() {
+            let Some(token) = self.pick(idx, batch_idx) else { return };
+            let slot = &mut self.slots[idx];
+            // Draft tokens from `j` on: the last `unconfirmed` cells of the slot's sequence.
+            let unconfirmed = draft.len().saturating_sub(j);
+            if draft.get(j) == Some(&token) {
+                let at = slot.cached.len() - unconfirmed;
+                if !self.take(idx, token, at, true) {
+                    return;
+                }
+                continue;
+            }
+            if unconfirmed > 0 {
+                let from = slot.cached.len() - unconfirmed;
+                if self.ctx.kv_cache_seq_rm(slot.seq, Some(from as u32), None).is_err() {
+                    let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
+                    slot.cached.clear();
+                    self.view.set_cached(idx, &[]);
+                    fail(slot, "the draft could not be removed from the KV cache".into());
+                    return;
+                }
+                slot.cached.truncate(from);
+                tracing::trace!(seq = slot.seq, confirmed = j, rejected = unconfirmed, "draft rejected");
+            }
+            let at = slot.cached.len();
+            if self.take(idx, token, at, false) {
+                self.draft_after(idx, token);
+            }
+            return;
+        }
+    }
+
+    /// The token the model picks from the logits at `batch_idx`, under the slot's sampling and grammar (and
+    /// its log-probabilities, when asked for). `None` when the grammar allows nothing: the request failed.
+    fn pick(&mut self, idx: usize, batch_idx: i32) -> Option<LlamaToken> {
         let mut logits = self.ctx.get_logits_ith(batch_idx);
         let slot = &mut self.slots[idx];
-        let Some(active) = slot.active.as_mut() else { return };
+        let active = slot.active.as_mut()?;
         let banned = if active.sampling.break_loops { loop_token(&active.history) } else { None };
         if let Some(banned) = banned.filter(|b| (*b as usize) < logits.len()) {
             self.unlooped.clear();
@@ -669,81 +723,93 @@ impl Engine<'_> {
         } else {
             sample(logits, &active.sampling, &mut active.rng, active.matcher.as_mut(), &mut self.scratch)
         };
-        let now = Instant::now();
-        active.first_token.get_or_insert(now);
-        if let Ok(t) = &sampled {
-            active.history.push(*t);
-        }
-        let token = match sampled {
-            Ok(t) => LlamaToken(t as i32),
+        active.first_token.get_or_insert_with(Instant::now);
+        match sampled {
+            Ok(t) => {
+                active.history.push(t);
+                Some(LlamaToken(t as i32))
+            }
             Err(e) => {
                 fail(slot, format!("constraint failed: {}", e.0));
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Adds a picked token to the slot's output; `at` is its position in the sequence, `confirmed` whether it
+    /// is a draft token (already decoded). Returns whether the request goes on.
+    fn take(&mut self, idx: usize, token: LlamaToken, at: usize, confirmed: bool) -> bool {
+        let vocab = self.model.vocab();
+        let slot = &mut self.slots[idx];
+        let Some(active) = slot.active.as_mut() else { return false };
         if vocab.is_eog(token) {
             finish(slot, FinishReason::EndOfText);
-            return;
+            return false;
         }
         if let Some(m) = active.matcher.as_mut() {
             if let Err(e) = m.consume_token(token.0 as u32) {
                 fail(slot, format!("constraint failed: {e}"));
-                return;
+                return false;
             }
         }
-        // What the grammar forces next (none with an approximate token environment, or when log-probabilities
-        // are asked for: a forced token has none), as far as the request's budget, the slot's context and
-        // its share of a batch allow.
-        let room = (active.max_tokens.saturating_sub(active.generated + 1))
-            .min(self.slot_context.saturating_sub(slot.cached.len() + 1))
-            .min(self.ff_limit);
-        let forced = match active.matcher.as_mut() {
-            Some(m) if room > 0 && active.logprobs.is_none() => {
-                let mut forced = m.compute_ff_tokens();
-                forced.truncate(room);
-                if !forced.is_empty() {
-                    if let Err(e) = m.consume_tokens(&forced) {
-                        fail(slot, format!("constraint failed: {e}"));
-                        return;
-                    }
-                }
-                forced
+        active.generated += 1;
+        active.forced += usize::from(confirmed);
+        let piece = vocab.token_to_piece(token, false, None);
+        match active.text.push(&piece) {
+            Added::Continue(text) => active.sink.text(text),
+            Added::Stopped(text) => {
+                active.sink.text(text);
+                finish(slot, FinishReason::Stop);
+                return false;
             }
-            _ => Vec::new(),
-        };
-        active.pending.clear();
-        for (k, t) in std::iter::once(token.0 as u32).chain(forced.iter().copied()).enumerate() {
-            let t = LlamaToken(t as i32);
-            active.generated += 1;
-            if k > 0 {
-                active.forced += 1;
-                active.history.push(t.0 as u32);
-            }
-            active.pending.push(t);
-            let piece = vocab.token_to_piece(t, false, None);
-            match active.text.push(&piece) {
-                Added::Continue(text) => active.sink.text(text),
-                Added::Stopped(text) => {
-                    active.sink.text(text);
-                    finish(slot, FinishReason::Stop);
-                    return;
-                }
-            }
-        }
-        if !forced.is_empty() {
-            tracing::trace!(seq = slot.seq, forced = forced.len(), "tokens forced by the grammar");
         }
         let reason = if active.matcher.as_ref().is_some_and(Matcher::is_stopped) {
             Some(FinishReason::EndOfText)
         } else if active.generated >= active.max_tokens {
             Some(FinishReason::MaxTokens)
-        } else if slot.cached.len() + active.pending.len() >= self.slot_context {
+        } else if at + 1 >= self.slot_context {
             Some(FinishReason::ContextFull)
         } else {
             None
         };
-        if let Some(reason) = reason {
-            finish(slot, reason);
+        match reason {
+            Some(reason) => {
+                finish(slot, reason);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Queues `token` for the next step, with what the grammar forces after it, as far as the request's budget,
+    /// the slot's context and its share of a batch allow: a draft to confirm, or forced tokens, which go into
+    /// the output now.
+    fn draft_after(&mut self, idx: usize, token: LlamaToken) {
+        let slot = &mut self.slots[idx];
+        let Some(active) = slot.active.as_mut() else { return };
+        active.pending.clear();
+        active.pending.push(token);
+        let room = (active.max_tokens.saturating_sub(active.generated))
+            .min(self.slot_context.saturating_sub(slot.cached.len() + 1));
+        let Some(m) = active.matcher.as_mut() else { return };
+        let draft = self.drafter.draft(self.model, m, room, active.logprobs.is_some());
+        if draft.is_empty() {
+            return;
+        }
+        tracing::trace!(seq = slot.seq, tokens = draft.len(), confirm = self.drafter.confirms(), "forced tokens");
+        if self.drafter.confirms() {
+            active.pending.extend(draft);
+            return;
+        }
+        for t in draft {
+            let slot = &mut self.slots[idx];
+            let Some(active) = slot.active.as_mut() else { return };
+            let at = slot.cached.len() + active.pending.len();
+            active.history.push(t.0 as u32);
+            active.pending.push(t);
+            if !self.take(idx, t, at, true) {
+                return;
+            }
         }
     }
 

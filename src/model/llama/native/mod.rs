@@ -6,12 +6,12 @@
 //!   picks the lane that has the prompt's prefix cached, and hands the job over;
 //! - each *lane* is a worker thread with its own llama.cpp context that decodes ([`engine`]).
 
+mod draft;
 mod engine;
 pub(crate) mod gguf;
 mod sample;
 mod template;
 mod text;
-mod tokenv;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,7 +32,7 @@ use self::engine::{EmbedJob, EngineConfig, GenerateJob, Job, LaneShared, LaneVie
 use self::template::ChatTemplate;
 use super::LlamaModelBuilder;
 use crate::model::stream::TokenStream;
-use crate::model::{Completion, Constraint, Message, Prompt, Request, Role};
+use crate::model::{Completion, Constraint, FastForward, Message, Prompt, Request, Role};
 use crate::{Error, Result};
 
 static NATIVE_LOGS: AtomicBool = AtomicBool::new(false);
@@ -95,8 +95,8 @@ struct Prep {
     template: Option<ChatTemplate>,
     slot_context: usize,
     guidance: OnceLock<std::result::Result<ParserFactory, String>>,
-    /// Whether grammars force tokens ([`LlamaModelBuilder::fast_forward`]).
-    fast_forward: bool,
+    /// How grammars' forced tokens are decoded: [`FastForward::Forced`] needs a canonical token environment.
+    fast_forward: FastForward,
     /// Requests sent to the desk and not yet handed to a lane.
     waiting: AtomicUsize,
 }
@@ -239,6 +239,7 @@ impl Core {
                 batch: settings.batch as u32,
                 sliding_window: info.sliding_window.is_some(),
                 adapt_threads: settings.adapt_threads,
+                fast_forward: settings.fast_forward,
             },
             create_lock: Arc::new(Mutex::new(())),
             queue: settings.queue,
@@ -641,7 +642,7 @@ impl Prep {
     fn guidance(&self) -> Result<&ParserFactory> {
         let factory = self.guidance.get_or_init(|| {
             let started = Instant::now();
-            let env = tokenv::LlamaTokEnv::build(&self.model, self.fast_forward);
+            let env = draft::LlamaTokEnv::build(&self.model, self.fast_forward);
             let mut factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
             factory.quiet();
             tracing::debug!(ms = started.elapsed().as_millis() as u64, "grammar engine ready");
