@@ -303,3 +303,57 @@ fn batched_requests_come_out_the_same() {
     }
     assert_eq!(same, TASKS.len());
 }
+
+#[test]
+fn drafts_stop_at_the_context_and_at_stop_strings_as_without() {
+    // A context just big enough for the prompt and part of the object: the draft never runs past it, and
+    // the request ends as it would without fast-forward.
+    let load = |mode: FastForward| {
+        LlamaModel::builder(support::smollm2_path())
+            .threads(1)
+            .slots(1)
+            .context_size(256)
+            .prefix_cache(false)
+            .fast_forward(mode)
+            .load()
+            .unwrap()
+    };
+    let (on, forced, off) = (load(FastForward::Confirmed), load(FastForward::Forced), load(FastForward::Off));
+    let schema = OutputSchema::of::<Contact>().unwrap();
+    // llama.cpp rounds the context up (to 256 tokens): fill the prompt to leave about 16 tokens of room.
+    let context = on.context_size();
+    let mut words = context;
+    let prompt = loop {
+        let prompt = format!("{}\nDana is 34, write to dana@example.com", "note ".repeat(words));
+        let rendered = on.render_chat(&[Message::user(prompt.as_str())]).unwrap();
+        if on.count_tokens(&rendered) + 16 <= context {
+            break prompt;
+        }
+        words -= 1;
+    };
+    let request =
+        || Request::chat([Message::user(prompt.as_str())]).with_max_tokens(200).with_constraint(schema.constraint());
+    let b = futures::executor::block_on(off.complete(request())).unwrap();
+    assert_eq!(b.finish_reason, FinishReason::ContextFull, "{:?}: {}", b.usage, b.text);
+    for model in [&on, &forced] {
+        let a = futures::executor::block_on(model.complete(request())).unwrap();
+        assert_eq!(a.finish_reason, FinishReason::ContextFull, "{:?}: {}", a.usage, a.text);
+        assert!(a.usage.prompt_tokens + a.usage.completion_tokens <= context, "{:?}", a.usage);
+    }
+    let a = futures::executor::block_on(on.complete(request())).unwrap();
+    assert_eq!(a.text, b.text);
+
+    // A stop string inside the forced text: the output ends before it, as without.
+    let (on, off) = (model(true), model(false));
+    let stopped = || {
+        Request::chat([Message::user("Dana is 34, write to dana@example.com")])
+            .with_max_tokens(96)
+            .with_constraint(schema.constraint())
+            .with_stop(["\"email\""])
+    };
+    let a = futures::executor::block_on(on.complete(stopped())).unwrap();
+    let b = futures::executor::block_on(off.complete(stopped())).unwrap();
+    assert_eq!(a.finish_reason, FinishReason::Stop);
+    assert_eq!(a.text, b.text);
+    assert!(!a.text.contains("email"), "{}", a.text);
+}
