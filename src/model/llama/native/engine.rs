@@ -366,10 +366,9 @@ struct Active {
     prompt: Vec<LlamaToken>,
     /// Prompt tokens now in the KV cache (during prefill equal to `cached.len()`).
     prefilled: usize,
-    /// The token sampled last, and the draft after it: not yet decoded.
+    /// The token sampled last and the tokens the grammar forces after it ([`Drafter`]): decoded in the next
+    /// step, and read back after it (a draft is confirmed then).
     pending: Vec<LlamaToken>,
-    /// The draft decoded in the current step after the sampled token ([`Drafter`]), not yet confirmed.
-    draft: Vec<LlamaToken>,
     /// Generated tokens confirmed from a draft (decoded without a step of their own).
     forced: usize,
     sampling: Sampling,
@@ -500,7 +499,6 @@ impl Engine<'_> {
             prompt: job.prompt,
             prefilled: keep,
             pending: Vec::new(),
-            draft: Vec::new(),
             forced: 0,
             rng: Rng::new(job.sampling.seed),
             sampling: job.sampling,
@@ -536,13 +534,9 @@ impl Engine<'_> {
         // forced tokens, already in the output, only at the last.
         let confirm = self.drafter.confirms();
         for (idx, slot) in self.slots.iter_mut().enumerate() {
-            let Some(active) = slot.active.as_mut() else { continue };
-            active.draft.clear();
-            if confirm {
-                active.draft.extend(active.pending.iter().skip(1));
-            }
+            let Some(active) = slot.active.as_ref() else { continue };
             let last = active.pending.len();
-            for (k, token) in active.pending.drain(..).enumerate() {
+            for (k, &token) in active.pending.iter().enumerate() {
                 let logits = confirm || k + 1 == last;
                 add_failed |= self.batch.add(token, slot.cached.len() as i32, &[slot.seq], logits).is_err();
                 slot.cached.push(token);
@@ -658,7 +652,8 @@ impl Engine<'_> {
     /// next, with a new draft after it.
     fn advance(&mut self, idx: usize, batch_indices: impl Iterator<Item = i32>) {
         let Some(active) = self.slots[idx].active.as_mut() else { return };
-        let draft = std::mem::take(&mut active.draft);
+        let decoded = std::mem::take(&mut active.pending);
+        let draft = if self.drafter.confirms() { decoded.get(1..).unwrap_or_default() } else { &[] };
         for (j, batch_idx) in batch_indices.enumerate() {
             let Some(token) = self.pick(idx, batch_idx) else { return };
             let slot = &mut self.slots[idx];
