@@ -45,15 +45,6 @@ impl std::fmt::Display for Limit {
 }
 
 /// `on` or `off`.
-fn fast_forward_mode(text: &str) -> Result<FastForward, String> {
-    match text {
-        "off" => Ok(FastForward::Off),
-        "confirmed" => Ok(FastForward::Confirmed),
-        "forced" => Ok(FastForward::Forced),
-        _ => Err(format!("`{text}`: off, confirmed or forced")),
-    }
-}
-
 fn on_off(text: &str) -> Result<bool, String> {
     match text {
         "on" => Ok(true),
@@ -112,7 +103,7 @@ struct Args {
     #[arg(long, value_parser = on_off, default_value = "off", action = clap::ArgAction::Set)]
     ground_strings: bool,
     /// How the tokens the grammar forces are decoded: off, confirmed (a draft the model confirms) or forced.
-    #[arg(long, value_parser = fast_forward_mode, default_value = "off")]
+    #[arg(long, default_value = "off")]
     fast_forward: FastForward,
     /// Prints the summary as one JSON line.
     #[arg(long)]

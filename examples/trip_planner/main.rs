@@ -82,20 +82,11 @@ struct Options {
     #[arg(long)]
     compare: bool,
     /// How the tokens the grammars force are decoded: off, confirmed (a draft the model confirms) or forced.
-    #[arg(long, value_parser = fast_forward_mode, default_value = "off")]
+    #[arg(long, default_value = "off")]
     fast_forward: FastForward,
     /// Measures the update stream's cost: runs the request N times plainly and N times as a stream.
     #[arg(long, value_name = "N")]
     stream_overhead: Option<usize>,
-}
-
-fn fast_forward_mode(text: &str) -> Result<FastForward, String> {
-    match text {
-        "off" => Ok(FastForward::Off),
-        "confirmed" => Ok(FastForward::Confirmed),
-        "forced" => Ok(FastForward::Forced),
-        _ => Err(format!("`{text}`: off, confirmed or forced")),
-    }
 }
 
 /// Shows the run's progress on stderr from its update stream: nodes as they start, each model call and tool

@@ -253,6 +253,15 @@ fn check_range(setting: &'static str, value: usize, min: usize, max: usize) -> R
 /// Llama 2) add a leading space to every fragment they tokenize, so `Confirmed` drafts them greedily over the
 /// vocabulary (confirmed less often) and `Forced` decodes every token there, as `Off`.
 ///
+/// A mode also parses from its lower-case name, as command-line options spell it:
+///
+/// ```
+/// use slm_agents::model::FastForward;
+///
+/// assert_eq!("confirmed".parse::<FastForward>().unwrap(), FastForward::Confirmed);
+/// assert!("on".parse::<FastForward>().is_err());
+/// ```
+///
 /// [`Sampling`]: crate::model::Sampling
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -280,6 +289,23 @@ impl From<bool> for FastForward {
             FastForward::Confirmed
         } else {
             FastForward::Off
+        }
+    }
+}
+
+impl std::str::FromStr for FastForward {
+    type Err = Error;
+
+    /// `off`, `confirmed` or `forced` (as command-line options spell them).
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "off" => Ok(FastForward::Off),
+            "confirmed" => Ok(FastForward::Confirmed),
+            "forced" => Ok(FastForward::Forced),
+            _ => Err(Error::InvalidSetting {
+                setting: "fast_forward",
+                reason: format!("`{text}`: off, confirmed or forced"),
+            }),
         }
     }
 }
