@@ -22,6 +22,9 @@
 //! both and prints the ratio of their wall times, and a fresh model's first request with each fast-forward
 //! mode (`--fast-forward forced|confirmed`: the tokens the grammars force decoded with the token before them)
 //! over the same without.
+//!
+//! `RUST_LOG=slm_agents=debug` (or `info`) shows the crate's own log on stderr: lanes started, the grammar
+//! engine set up, thread changes under CPU contention.
 
 mod trip;
 
@@ -247,6 +250,11 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let o = Options::parse();
+    // `RUST_LOG=slm_agents=debug` shows the engine's own log (lanes, grammar set-up, each request's figures).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let data = Arc::new(TripData::load(&trip::data_dir()).map_err(|e| e.to_string())?);
     let (input, output) = LARGE_MODEL_PRICE;
     let large = Price::PerMillionTokens { input, output };

@@ -91,7 +91,8 @@ impl LlamaModelBuilder {
     /// on; Linux). llama.cpp's threads wait for each other by spinning, so with more runnable threads than
     /// cores one thread switched out stalls the rest: on 2 cores beside one busy process, 2-thread decoding
     /// fell by 100x, while one thread kept its speed. The lane samples the machine's running threads while
-    /// it decodes (`/proc/loadavg`, over 400 ms) and, when the others leave it fewer cores than threads,
+    /// it decodes (`/proc/loadavg`, over 400 ms) and, when others that are runnable in at least three samples
+    /// of four (a busy process; not the host's short bursts) leave it fewer cores than threads,
     /// moves to a context with fewer, copying each sequence's KV cells into it (the requests in flight and
     /// the cached prefixes go on where they were; about 12 ms); back to all its threads once the cores are
     /// free, at most one switch a second. Off: threads stay as set.

@@ -317,6 +317,12 @@ impl Contention {
             return None;
         }
         let running = running_threads()?;
+        self.decide(now, running, ours, most)
+    }
+
+    /// Takes the running count `running` seen at `now` while `ours` threads decode; the thread count to
+    /// change to, if any.
+    fn decide(&mut self, now: Instant, running: usize, ours: i32, most: i32) -> Option<i32> {
         // Every thread of ours is counted as running (the count is taken between steps, when one of them
         // reads it and the others may already be asleep): what is left is someone else's.
         let others = running.saturating_sub(ours.max(1) as usize) as f32;
@@ -325,13 +331,23 @@ impl Contention {
             self.others.pop_front();
         }
         let span = self.others.front().map_or(std::time::Duration::ZERO, |(t, _)| now.duration_since(*t));
-        if self.others.len() < 2 || span < Self::SPAN || self.last_switch.elapsed() < Self::SETTLE {
+        if self.others.len() < 2 || span < Self::SPAN || now.saturating_duration_since(self.last_switch) < Self::SETTLE
+        {
             return None;
         }
-        let mean = self.others.iter().map(|(_, o)| o).sum::<f32>() / self.others.len() as f32;
-        let free = (self.cpus as f32 - mean).round().max(1.0) as i32;
+        let free = (self.cpus as f32 - self.steady_others()).round().max(1.0) as i32;
         let want = free.min(self.cores as i32).min(most).max(1);
         (want != ours).then_some(want)
+    }
+
+    /// The other runnable threads that three samples in four see at least: a busy process is runnable in
+    /// every sample, while the host's own short bursts (a tool, a reply being parsed, the next prompt being
+    /// prepared) show in one or two. With the mean, such bursts in two of the four samples a window of
+    /// prefill steps holds moved an idle machine's lane to one thread (measured in the trip planner).
+    fn steady_others(&self) -> f32 {
+        let mut seen: Vec<f32> = self.others.iter().map(|&(_, o)| o).collect();
+        seen.sort_by(f32::total_cmp);
+        seen[seen.len() / 4]
     }
 
     fn switched(&mut self) {
@@ -889,4 +905,65 @@ impl Active {
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A 2-core machine's detector, last switched long ago.
+    fn two_cores() -> (Contention, Instant) {
+        let start = Instant::now();
+        let detector = Contention {
+            others: VecDeque::new(),
+            last_switch: start.checked_sub(Duration::from_secs(10)).unwrap_or(start),
+            cores: 2,
+            cpus: 2,
+            readable: true,
+        };
+        (detector, start)
+    }
+
+    /// Feeds running counts taken every `gap` ms while 2 threads decode; the last decision.
+    fn feed(detector: &mut Contention, start: Instant, gap: u64, running: &[usize]) -> Option<i32> {
+        let mut last = None;
+        for (i, &r) in running.iter().enumerate() {
+            last = detector.decide(start + Duration::from_millis(gap * (i as u64 + 1)), r, 2, 2);
+        }
+        last
+    }
+
+    #[test]
+    fn a_busy_process_moves_the_lane_to_fewer_threads() {
+        let (mut detector, start) = two_cores();
+        // Ours (2) and one busy process in every sample of slow prefill steps.
+        assert_eq!(feed(&mut detector, start, 100, &[3, 3, 3, 3]), Some(1));
+        let (mut detector, start) = two_cores();
+        // Once in a while the other process sleeps, or ours is between steps: still busy.
+        assert_eq!(feed(&mut detector, start, 20, &[3, 3, 2, 3, 3, 3, 3, 2, 3, 3, 3, 3, 3, 3, 3, 4]), Some(1));
+    }
+
+    #[test]
+    fn the_hosts_short_bursts_do_not() {
+        // Measured in the trip planner on an idle machine: the host's threads (a tool, a reply parsed, the
+        // next prompt prepared) ran in two of the four samples of a window of prefill steps.
+        let (mut detector, start) = two_cores();
+        assert_eq!(feed(&mut detector, start, 100, &[2, 4, 2, 4]), None);
+        let (mut detector, start) = two_cores();
+        assert_eq!(feed(&mut detector, start, 80, &[2, 2, 2, 2, 6]), None);
+        let (mut detector, start) = two_cores();
+        assert_eq!(feed(&mut detector, start, 120, &[3, 2, 5]), None);
+    }
+
+    #[test]
+    fn the_lane_waits_for_a_window_of_samples() {
+        let (mut detector, start) = two_cores();
+        // Busy, but the samples span less than SPAN.
+        assert_eq!(feed(&mut detector, start, 10, &[3, 3, 3, 3, 3]), None);
+        // And not within SETTLE of the last switch.
+        let (mut detector, start) = two_cores();
+        detector.last_switch = start;
+        assert_eq!(feed(&mut detector, start, 100, &[3, 3, 3, 3]), None);
+    }
 }
