@@ -337,7 +337,12 @@ impl Contention {
         }
         let free = (self.cpus as f32 - self.steady_others()).round().max(1.0) as i32;
         let want = free.min(self.cores as i32).min(most).max(1);
-        (want != ours).then_some(want)
+        if want == ours {
+            return None;
+        }
+        let seen: Vec<f32> = self.others.iter().map(|&(_, o)| o).collect();
+        tracing::debug!(?seen, cpus = self.cpus, "other runnable threads in the last window");
+        Some(want)
     }
 
     /// The other runnable threads that three samples in four see at least: a busy process is runnable in
