@@ -303,9 +303,9 @@ pub struct Usage {
     pub completion_tokens: usize,
     /// Of the tokens generated, those a grammar forced that were decoded together with the token before them
     /// rather than each in a step of its own: confirmed from a draft, or forced ([`FastForward`]).
+    /// A generation took `completion_tokens - forced_tokens` decode steps.
     ///
     /// [`FastForward`]: crate::model::FastForward
-    /// A generation took `completion_tokens - forced_tokens` decode steps.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub forced_tokens: usize,
     /// Time from submitting the request to the first generated token.

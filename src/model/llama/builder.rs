@@ -92,10 +92,11 @@ impl LlamaModelBuilder {
     /// cores one thread switched out stalls the rest: on 2 cores beside one busy process, 2-thread decoding
     /// fell by 100x, while one thread kept its speed. The lane samples the machine's running threads while
     /// it decodes (`/proc/loadavg`, over 400 ms) and, when others that are runnable in at least three samples
-    /// of four (a busy process; not the host's short bursts) leave it fewer cores than threads,
-    /// moves to a context with fewer, copying each sequence's KV cells into it (the requests in flight and
-    /// the cached prefixes go on where they were; about 75 ms with 4 slots of 2048 tokens, most of it making
-    /// the context); back to all its threads once the cores are free, at most one switch a second. Off: threads stay as set.
+    /// of four (a busy process; not the host's short bursts) leave it fewer cores than threads, moves to a
+    /// context with fewer, copying each sequence's KV cells into it (the requests in flight and the cached
+    /// prefixes go on where they were; about 75 ms with 4 slots of 2048 tokens, most of it making the
+    /// context); back to all its threads once the cores are free, at most one switch a second. Off: threads
+    /// stay as set.
     pub fn adapt_threads(mut self, on: bool) -> Self {
         self.adapt_threads = on;
         self
@@ -238,8 +239,8 @@ fn check_range(setting: &'static str, value: usize, min: usize, max: usize) -> R
 /// | mode | decode steps of a tool call | constrained tokens/s over free text | trip planner, first request | outputs |
 /// |---|---|---|---|---|
 /// | `Off` | 1x | 1.0x | 1x | the model's own |
-/// | `Confirmed` | 0.3x | 0.9x | 1.1–1.25x | the same as `Off` |
-/// | `Forced` | 0.3x | 1.13–1.15x | 0.79–0.84x | some differ |
+/// | `Confirmed` | 0.3x | 0.88–0.9x | 0.99–1.09x | the same as `Off` |
+/// | `Forced` | 0.3x | 1.13–1.14x | 0.82–0.84x | some differ |
 ///
 /// On such a small model decoding on one or two threads, a token costs about the same alone or in a batch,
 /// and the logits of a draft token (a 49k-token vocabulary) cost a third of a token's work, so `Confirmed`

@@ -82,17 +82,16 @@ impl Drafter {
             return Vec::new();
         }
         let mut tokens = if self.byte_level {
-            // llama.cpp's BPE pre-tokenizer throws (through the FFI: an abort) on invalid UTF-8, and forced
-            // bytes can end inside a character: the draft stops before it.
-            let valid = match std::str::from_utf8(&bytes) {
-                Ok(_) => &bytes[..],
-                Err(e) => &bytes[..e.valid_up_to()],
+            // Forced bytes can end inside a character, which llama.cpp's tokenizer cannot take: the draft stops
+            // before it.
+            let text = match std::str::from_utf8(&bytes) {
+                Ok(text) => text,
+                Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
             };
-            if valid.is_empty() {
+            if text.is_empty() {
                 return Vec::new();
             }
-            // Plain text: no BOS, and `<|im_end|>` inside a JSON string stays text.
-            model.vocab().tokenize(valid, false, false)
+            tokenize_text(model, text)
         } else {
             match matcher.tok_env() {
                 Ok(env) => env.tok_trie().greedy_tokenize(&bytes).into_iter().map(|t| LlamaToken(t as i32)).collect(),
@@ -131,18 +130,23 @@ impl TokenizerEnv for LlamaTokEnv {
     }
 
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        // llama.cpp's BPE pre-tokenizer throws (through the FFI: an abort) on invalid UTF-8, and a forced
-        // text can end inside a character: such bytes go through the trie.
-        if std::str::from_utf8(s).is_err() {
-            return self.trie.greedy_tokenize(s);
+        // A forced text can end inside a character, which llama.cpp's tokenizer cannot take: such bytes go
+        // through the trie.
+        match std::str::from_utf8(s) {
+            Ok(text) => tokenize_text(&self.model, text).into_iter().map(|t| t.0 as TokenId).collect(),
+            Err(_) => self.trie.greedy_tokenize(s),
         }
-        // Plain text: no BOS, and `<|im_end|>` inside a JSON string stays text.
-        self.model.vocab().tokenize(s, false, false).into_iter().map(|t| t.0 as TokenId).collect()
     }
 
     fn tokenize_is_canonical(&self) -> bool {
         true
     }
+}
+
+/// Forced text as llama.cpp's tokenizer splits it: plain text (no BOS, and `<|im_end|>` inside a JSON string
+/// stays text). A `&str`, because its BPE pre-tokenizer throws on invalid UTF-8, through the FFI an abort.
+fn tokenize_text(model: &RawModel, text: &str) -> Vec<LlamaToken> {
+    model.vocab().tokenize(text.as_bytes(), false, false)
 }
 
 /// Whether the vocabulary is GPT-2-style byte-level BPE (read from the GGUF metadata rather than

@@ -335,24 +335,20 @@ impl Contention {
         {
             return None;
         }
-        let free = (self.cpus as f32 - self.steady_others()).round().max(1.0) as i32;
+        // The other runnable threads that three samples in four see at least: a busy process is runnable in
+        // every sample, while the host's own short bursts (a tool, a reply being parsed, the next prompt being
+        // prepared) show in one or two. With the mean, such bursts in two of the four samples a window of
+        // prefill steps holds moved an idle machine's lane to one thread (measured in the trip planner).
+        let mut seen: Vec<f32> = self.others.iter().map(|&(_, o)| o).collect();
+        seen.sort_by(f32::total_cmp);
+        let steady = seen[seen.len() / 4];
+        let free = (self.cpus as f32 - steady).round().max(1.0) as i32;
         let want = free.min(self.cores as i32).min(most).max(1);
         if want == ours {
             return None;
         }
-        let seen: Vec<f32> = self.others.iter().map(|&(_, o)| o).collect();
-        tracing::debug!(?seen, cpus = self.cpus, "other runnable threads in the last window");
+        tracing::debug!(?seen, cpus = self.cpus, "other runnable threads in the last window (sorted)");
         Some(want)
-    }
-
-    /// The other runnable threads that three samples in four see at least: a busy process is runnable in
-    /// every sample, while the host's own short bursts (a tool, a reply being parsed, the next prompt being
-    /// prepared) show in one or two. With the mean, such bursts in two of the four samples a window of
-    /// prefill steps holds moved an idle machine's lane to one thread (measured in the trip planner).
-    fn steady_others(&self) -> f32 {
-        let mut seen: Vec<f32> = self.others.iter().map(|&(_, o)| o).collect();
-        seen.sort_by(f32::total_cmp);
-        seen[seen.len() / 4]
     }
 
     fn switched(&mut self) {
@@ -656,14 +652,20 @@ impl Engine<'_> {
     }
 
     fn fail_batch(&mut self, reason: &str) {
-        for (idx, slot) in self.slots.iter_mut().enumerate() {
-            if let Some(active) = slot.active.take() {
-                let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
-                slot.cached.clear();
-                self.view.set_cached(idx, &[]);
+        for idx in 0..self.slots.len() {
+            if let Some(active) = self.slots[idx].active.take() {
+                self.forget(idx);
                 active.end(Err(Error::Decode { reason: reason.to_owned() }));
             }
         }
+    }
+
+    /// Drops everything slot `idx` holds in the KV cache, and what it says it caches.
+    fn forget(&mut self, idx: usize) {
+        let slot = &mut self.slots[idx];
+        let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
+        slot.cached.clear();
+        self.view.set_cached(idx, &[]);
     }
 
     /// Goes on with a slot after a step, from the logits at `batch_indices`: those after the sampled token and
@@ -690,10 +692,8 @@ impl Engine<'_> {
             if unconfirmed > 0 {
                 let from = slot.cached.len() - unconfirmed;
                 if self.ctx.kv_cache_seq_rm(slot.seq, Some(from as u32), None).is_err() {
-                    let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
-                    slot.cached.clear();
-                    self.view.set_cached(idx, &[]);
-                    fail(slot, "the draft could not be removed from the KV cache".into());
+                    self.forget(idx);
+                    fail(&mut self.slots[idx], "the draft could not be removed from the KV cache".into());
                     return;
                 }
                 slot.cached.truncate(from);
